@@ -1,0 +1,1 @@
+"""percli: token-level personalization (PerContrast / PerCE) experiments."""

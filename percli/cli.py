@@ -1,0 +1,155 @@
+"""`percli <command> [hydra overrides...]`: one Hydra entrypoint per command, behind one error boundary.
+
+Before Hydra starts a job, every override combination is composed and validated (`preflight`), so a
+typo costs milliseconds and exits 2 with a short message instead of a Hydra traceback or a half-started
+sweep. Jobs then run through `hydra.main`, so `--cfg job`, `-m`, `hydra.run.dir=...` and `+key=value`
+all behave as Hydra documents them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from percli.errors import ConfigError, PercliError
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+# command -> (one-line help, "module:function" taking (cfg, run_dir))
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("fine-tune a model with CE / PerCE / LossCE / EntCE on a LongLaMP task", "percli.train:run"),
+    "eval": ("generate on a split and score ROUGE-1/2/L and METEOR (HF evaluate parity)", "percli.evaluation:run"),
+    "contrast": ("score response tokens with PerContrast (PIR) -> contrast.jsonl + heatmap", "percli.contrast:run"),
+    "data": ("show data statistics and write the rendered prompts (prompts.jsonl)", "percli.data.stats:run"),
+    "table": ("aggregate run dirs into the paper's table (md/csv/tex) and plots", "percli.report:run"),
+}
+# Flags after which Hydra prints something and exits without running a job: nothing to validate.
+_INFO_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--version", "--shell-completion", "-sc"}
+_FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
+                     "--config-dir", "-cd", "--experimental-rerun", "--info", "-i"}
+
+# Failures of multirun jobs, reported once the sweep ends (one failed job never stops the others).
+_FAILED_JOBS: list[str] = []
+
+
+def _usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: percli <command> [hydra overrides...]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {text}" for name, (text, _) in COMMANDS.items()]
+    lines += [
+        "",
+        "examples:",
+        "  percli train model=tiny loss=perce debug=smoke",
+        "  percli train -m loss=ce,perce train.lr=1e-5,2e-5",
+        "  percli eval model.path=outputs/train/runs/<run>/checkpoints/final task=topic",
+        "",
+        "`percli <command> --help` lists the config groups; `--cfg job` prints the composed config.",
+        "PERCLI_DEBUG=1 shows tracebacks.",
+    ]
+    return "\n".join(lines)
+
+
+def _fail(message: str, code: int) -> None:
+    print(f"percli: error: {message}", file=sys.stderr)
+    raise SystemExit(code)
+
+
+def _overrides_only(args: list[str]) -> list[str]:
+    """Drop Hydra's own flags (and their values) so the rest can be composed for validation."""
+    out, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+        elif a in _FLAGS_WITH_VALUE:
+            skip = True
+        elif not a.startswith("-"):
+            out.append(a)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return
+    command, rest = args[0], args[1:]
+    if command not in COMMANDS:
+        _fail(f"unknown command '{command}'; choose one of: {', '.join(COMMANDS)}", 2)
+    debug = os.environ.get("PERCLI_DEBUG") == "1"
+    try:
+        if not any(a in _INFO_FLAGS for a in rest):
+            from percli.preflight import preflight
+
+            preflight(command, _overrides_only(rest), multirun=("-m" in rest or "--multirun" in rest))
+        _run_hydra(command, rest)
+    except PercliError as e:
+        if debug:
+            raise
+        _fail(str(e), e.exit_code)
+    if _FAILED_JOBS:
+        _fail(f"{len(_FAILED_JOBS)} job(s) failed: " + "; ".join(_FAILED_JOBS), 1)
+
+
+def _run_hydra(command: str, rest: list[str]) -> None:
+    import hydra
+
+    @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=command)
+    def _job(cfg: DictConfig) -> None:
+        _run_job(command, cfg)
+
+    saved = sys.argv
+    sys.argv = [f"percli-{command}", *rest]
+    try:
+        _job()
+    finally:
+        sys.argv = saved
+
+
+def resolve_command(command: str) -> Callable[[DictConfig, Path], None]:
+    module, func = COMMANDS[command][1].split(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def _run_job(command: str, cfg: DictConfig) -> None:
+    """Run one Hydra job: save the resolved config, run the command, record its status in the run dir."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from percli.io import atomic_write_json, atomic_write_text
+    from percli.rundir import check_fresh_run_dir
+
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    multirun = hc.mode == RunMode.MULTIRUN
+    debug = os.environ.get("PERCLI_DEBUG") == "1"
+    try:
+        check_fresh_run_dir(run_dir, cfg)
+        atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+        resolve_command(command)(cfg, run_dir)
+    except BaseException as e:  # noqa: BLE001 - the error boundary: every failure is recorded, then mapped
+        if isinstance(e, SystemExit) and e.code in (0, None):
+            raise
+        if isinstance(e, KeyboardInterrupt):
+            message, code = "interrupted", 130
+        elif isinstance(e, SystemExit):
+            message, code = f"exited with status {e.code}", int(e.code) if isinstance(e.code, int) else 1
+        elif isinstance(e, PercliError):
+            message, code = str(e), e.exit_code
+        else:
+            message, code = f"{type(e).__name__}: {e} (PERCLI_DEBUG=1 shows the traceback)", 1
+        atomic_write_json(run_dir / "status.json", {"status": "failed", "exit_code": code, "error": message})
+        atomic_write_text(run_dir / "error.txt", traceback.format_exc())
+        if debug and not isinstance(e, SystemExit):
+            raise
+        if multirun:
+            print(f"percli: job {hc.job.num} failed ({run_dir}): {message}", file=sys.stderr)
+            _FAILED_JOBS.append(f"job {hc.job.num}: {message}")
+            return
+        _fail(message, code)
+    atomic_write_json(run_dir / "status.json", {"status": "ok"})

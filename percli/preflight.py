@@ -1,0 +1,76 @@
+"""Compose and validate every job of a command before Hydra runs any of them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException, OverrideParseException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from percli.cli import CONF_DIR
+from percli.config import validate
+from percli.errors import ConfigError
+from percli.rundir import check_fresh_run_dir
+
+
+def expand_sweep(overrides: list[str]) -> list[list[str]]:
+    """All override combinations of a basic-launcher sweep (`a=1,2 b=x,y` -> 4 lists)."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    batches = BasicSweeper.split_arguments(parsed, max_batch_size=None)
+    return [list(job) for batch in batches for job in batch]
+
+
+def compose_config(command: str, overrides: list[str], hydra_config: bool = False) -> DictConfig:
+    """Compose `command`'s config with overrides, mapping Hydra's errors to one-line ConfigErrors."""
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose(config_name=command, overrides=overrides, return_hydra_config=hydra_config)
+    except MissingConfigException as e:
+        raise ConfigError(_missing_option_message(e, overrides)) from None
+    except (ConfigCompositionException, OverrideParseException, HydraException, OmegaConfBaseException) as e:
+        raise ConfigError(_composition_message(e, overrides)) from None
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def _missing_option_message(e: MissingConfigException, overrides: list[str]) -> str:
+    options = list(getattr(e, "options", None) or [])
+    name = getattr(e, "missing_cfg_file", None) or ""
+    group, _, option = str(name).rpartition("/")
+    if group and options:
+        return f"{group}={option} is not a known {group}; choose one of: {', '.join(options)}"
+    first = str(e).strip().splitlines()[0]
+    return f"{first}; check the overrides {' '.join(overrides)}"
+
+
+def _composition_message(e: Exception, overrides: list[str]) -> str:
+    text = " ".join(str(e).split())
+    for ov in overrides:
+        key = ov.lstrip("+~").split("=", 1)[0]
+        if f"'{key}'" in text and ("not in struct" in text or "Could not override" in text
+                                   or "Key '" in text):
+            return (f"unknown config key '{key}' (from '{ov}'); check the spelling with "
+                    f"`--cfg job`, or add a new key with '+{key}=...'")
+    return text[:400]
+
+
+def preflight(command: str, overrides: list[str], multirun: bool = False) -> None:
+    try:
+        jobs = expand_sweep(overrides) if multirun else [overrides]
+    except (OverrideParseException, HydraException) as e:
+        raise ConfigError(_composition_message(e, overrides)) from None
+    for job in jobs:
+        cfg = compose_config(command, job, hydra_config=True)
+        try:
+            validate(cfg)
+        except ConfigError as e:
+            raise ConfigError(f"{e}" + (f" (in sweep job {' '.join(job)})" if len(jobs) > 1 else "")) from None
+        if not multirun and any(o.startswith("hydra.run.dir=") for o in job):
+            check_fresh_run_dir(Path(OmegaConf.select(cfg, "hydra.run.dir")), cfg)
