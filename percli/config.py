@@ -92,6 +92,13 @@ RULES: tuple[Rule, ...] = (
     Rule("model.lora.r", int, _positive, "a positive integer"),
     Rule("model.gradient_checkpointing", bool),
     Rule("model.dtype", str, _one_of("auto", "float32", "bfloat16", "float16"), "auto, float32, bfloat16 or float16"),
+    Rule("table.runs", str, None, "a sweep dir, a run dir or a glob"),
+    Rule("table.out_dir", str, None, "a directory for table.md/.csv/.tex"),
+    Rule("table.baseline_loss", str, _one_of("ce", "perce", "lossce", "entce"), "ce, perce, lossce or entce"),
+    Rule("table.select_metric", str, _one_of("rouge1", "rouge2", "rougeL", "rougeLsum", "meteor", "planted_recall"),
+         "rouge1, rouge2, rougeL, rougeLsum, meteor or planted_recall"),
+    Rule("table.split", str, None, "null or a split name such as test", nullable=True),
+    Rule("table.plots", bool),
 )
 
 _MISSING = object()
