@@ -1,0 +1,117 @@
+"""Experiment presets: every preset composes and validates, states its hardware, and carries the paper's recipe."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from percli.cli import CONF_DIR
+from percli.config import validate
+from percli.errors import ConfigError
+from percli.preflight import compose_config, expand_sweep
+
+PRESETS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+MODELS = {"qwen3-4b": 32, "llama3-8b": 64, "qwen3-14b": 96}   # model -> global batch
+TASKS = ("review", "abstract", "topic")
+PAPER = [f"paper_{m}_{t}" for m in MODELS for t in TASKS]
+
+
+def test_one_preset_per_paper_setting_plus_demo() -> None:
+    assert PRESETS == sorted([*PAPER, "demo"])
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_preset_composes_validates_and_states_hardware(name: str) -> None:
+    cfg = compose_config("train", [f"experiment={name}"])
+    validate(cfg)
+    text = (CONF_DIR / "experiment" / f"{name}.yaml").read_text()
+    assert text.startswith("# @package _global_\n")
+    assert "# Expected hardware:" in text
+
+
+@pytest.mark.parametrize("name", PAPER)
+def test_paper_recipe(name: str) -> None:
+    _, model, task = name.split("_")
+    cfg = compose_config("train", [f"experiment={name}"])
+    assert (cfg.model.name, cfg.task.name, cfg.task.setting) == (model, task, "user")
+    assert (cfg.data.source, cfg.data.max_examples, cfg.data.split) == ("hub", 2000, "train")
+    assert (cfg.retriever.name, cfg.retriever.k) == ("contriever", 4)
+    assert (cfg.train.epochs, cfg.train.lr) == (3, 1e-5)
+    assert (cfg.launcher.name, cfg.launcher.mixed_precision) == ("deepspeed", "bf16")
+    assert cfg.launcher.num_processes * cfg.train.batch_size * cfg.train.grad_accum == MODELS[model]
+    assert cfg.launcher.zero_stage == (3 if model == "qwen3-14b" else 2)
+    assert cfg.loss.name == "perce"   # the train default; the loss is chosen with loss=
+
+
+def test_loss_setting_and_lr_grid_overrides() -> None:
+    cfg = compose_config("train", ["experiment=paper_llama3-8b_topic", "loss=entce", "task.setting=temporal"])
+    validate(cfg)
+    assert (cfg.loss.name, cfg.task.name, cfg.task.setting, cfg.model.name) == ("entce", "topic", "temporal",
+                                                                                 "llama3-8b")
+    jobs = expand_sweep(["experiment=paper_qwen3-4b_review", "loss=ce,perce,lossce,entce",
+                         "train.lr=2e-6,5e-6,1e-5,2e-5,5e-5"])
+    assert len(jobs) == 20
+    assert jobs[0] == ["experiment=paper_qwen3-4b_review", "loss=ce", "train.lr=2e-06"]
+
+
+def test_demo_preset_is_offline_and_equal_budget() -> None:
+    ce = compose_config("train", ["experiment=demo", "loss=ce"])
+    perce = compose_config("train", ["experiment=demo", "loss=perce"])
+    assert (ce.model.name, ce.data.source, ce.retriever.name) == ("smollm2-135m", "synthetic", "bm25")
+    assert ce.launcher.name == "local" and ce.eval.after_train is True
+    # Equal budgets: the two runs differ in the loss group only.
+    a, b = OmegaConf.to_container(ce), OmegaConf.to_container(perce)
+    assert a.pop("loss")["name"] == "ce" and b.pop("loss")["name"] == "perce"
+    assert a == b
+    # The same preset drives eval and (appended) contrast, so the demo's data is defined once.
+    for command, override in (("eval", "experiment=demo"), ("contrast", "+experiment=demo")):
+        cfg = compose_config(command, [override])
+        assert (cfg.model.name, cfg.data.num_users, cfg.data.max_prompt_tokens) == (
+            "smollm2-135m", ce.data.num_users, ce.data.max_prompt_tokens)
+
+
+def test_cli_prints_composed_preset(cli, tmp_path: Path) -> None:
+    # A hub model must be reachable for preflight; a local checkpoint dir stands in for it.
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text("{}")
+    result = cli("train", "experiment=paper_qwen3-14b_abstract", f"model.path={ckpt}", "loss=ce", "--cfg", "job")
+    assert result.returncode == 0, result.stderr
+    cfg = OmegaConf.create(result.stdout)
+    assert (cfg.model.name, cfg.model.path, cfg.task.name, cfg.loss.name) == ("qwen3-14b", str(ckpt), "abstract", "ce")
+    assert (cfg.launcher.num_processes, cfg.train.batch_size, cfg.train.grad_accum) == (8, 1, 12)
+    assert not (tmp_path / "outputs").exists()   # --cfg job runs nothing
+
+
+def test_unknown_preset_lists_choices() -> None:
+    with pytest.raises(ConfigError, match="experiment=paper_gpt5_review is not a known experiment; choose one of: demo"):
+        compose_config("train", ["experiment=paper_gpt5_review"])
+
+
+def _has_submitit() -> bool:
+    try:
+        return importlib.util.find_spec("hydra_plugins.hydra_submitit_launcher") is not None
+    except ModuleNotFoundError:   # no hydra_plugins namespace package at all
+        return False
+
+
+HAS_SUBMITIT = _has_submitit()
+
+
+@pytest.mark.skipif(not HAS_SUBMITIT, reason="hydra-submitit-launcher is not installed (pip install -e '.[slurm]')")
+def test_slurm_launcher_preset_composes() -> None:
+    cfg = compose_config("train", ["hydra/launcher=slurm", "hydra.launcher.partition=gpu",
+                                   "experiment=paper_qwen3-4b_review"], hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
+    assert (launcher.partition, launcher.nodes, launcher.tasks_per_node) == ("gpu", 1, 1)
+    assert launcher.gpus_per_node == cfg.launcher.num_processes
+
+
+@pytest.mark.skipif(HAS_SUBMITIT, reason="checks the message shown when the slurm extra is missing")
+def test_slurm_launcher_without_plugin_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="submitit_slurm"):
+        compose_config("train", ["hydra/launcher=slurm"], hydra_config=True)
