@@ -56,6 +56,7 @@ RULES: tuple[Rule, ...] = (
     Rule("loss.name", str, _one_of("ce", "perce", "lossce", "entce"), "ce, perce, lossce or entce"),
     Rule("loss.min_weight", NUMBER, _non_negative, "a non-negative number"),
     Rule("loss.max_weight", NUMBER, _positive, "a positive number"),
+    Rule("loss.chunk_size", int, _positive, "a positive integer (LM-head positions per chunk, e.g. 256)"),
     Rule("schedule.name", str, _one_of("online", "periodic", "warmup")),
     Rule("schedule.every", int, _positive, "a positive integer"),
     Rule("schedule.warmup_steps", int, _non_negative, "a non-negative integer"),

@@ -1,0 +1,203 @@
+"""When the E-step (token weighting) runs: `schedule=online|periodic|warmup`.
+
+- online (the paper, default): weights from the current model at every step. For perce that is one extra
+  no-grad forward over the profile-free stream; logp_full is the training forward's own (detached).
+- periodic: every `schedule.every` optimizer steps, weights are recomputed for the whole train set with
+  no grad and cached per example (`batch["index"]`); steps in between read the cache.
+- warmup: plain CE weights (w=1) for the first `schedule.warmup_steps` optimizer steps, then online.
+
+Interface for the training loop (percli/train.py), which needs nothing else from this module:
+
+    schedule = build_schedule(cfg)                 # reads cfg.loss and cfg.schedule
+    for step in range(start_step, max_steps):      # step = optimizer steps completed so far
+        schedule.maybe_refresh(step, scorer, lambda: train_loader_without_shuffle)   # periodic only
+        for batch in micro_batches:
+            scores = scorer(batch["full_input_ids"], batch["full_attention_mask"], batch["full_labels"],
+                            with_entropy=schedule.with_entropy)
+            weights, stats = schedule.weights(step, scorer, batch, scores)   # weights: [N] detached
+            loss = weighted_nll(scores.logp, weights, N) * world_size        # percli.losses
+        log(merge_stats(all_micro_batch_stats))    # pir_mean, weight_mean, clip_low, clip_high, tokens
+    checkpoint["schedule"] = schedule.state_dict()  # torch.save-able; schedule.load_state_dict(...) on resume
+
+`scorer` is the (prepared) `percli.contrast.TokenScorer`; a bare causal LM works too. `maybe_refresh` is a
+no-op except for periodic; it runs in the model's current mode (the same as the online contrast pass) and
+under no grad. Its `dataloader_factory()` must return an iterable of PairCollator batches already on the
+model's device; sharded per rank or not, the caches are merged across ranks afterwards, and under
+ZeRO-3 every rank must run it (it does: it is called at the same step everywhere). Stats hold
+`pir_mean=None` where no PIR was computed (ce, lossce, entce, and warmup steps).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from omegaconf import DictConfig
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from percli.contrast import TokenScores, check_aligned, score_stream
+from percli.losses import clip_weights, raw_scores, weight_stats
+
+
+class Schedule:
+    """Online PerContrast: weights from the current model at every step."""
+
+    name = "online"
+
+    def __init__(self, loss: str, min_weight: float, max_weight: float):
+        self.loss = loss
+        self.min_weight = float(min_weight)
+        self.max_weight = float(max_weight)
+
+    @property
+    def with_entropy(self) -> bool:
+        """Pass to the training forward: EntCE needs the full stream's predictive entropy."""
+        return self.loss == "entce"
+
+    def maybe_refresh(self, step: int, model: nn.Module, dataloader_factory: Callable[[], Iterable[dict]]) -> bool:
+        """Recompute cached weights if due (periodic only); True when it ran."""
+        return False
+
+    def weights(self, step: int, model: nn.Module, batch: dict[str, Any],
+                scores_full: TokenScores) -> tuple[Tensor, dict]:
+        """Detached [N] weights aligned with `scores_full` and this micro-batch's stats."""
+        return self._online(model, batch, scores_full)
+
+    def state_dict(self) -> dict:
+        return {"name": self.name}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("name") != self.name:
+            raise ValueError(f"checkpoint has schedule={state.get('name')}, this run schedule={self.name}")
+
+    def _online(self, model: nn.Module, batch: dict[str, Any], scores_full: TokenScores) -> tuple[Tensor, dict]:
+        logp_free = pir = None
+        if self.loss == "perce":
+            with torch.no_grad():
+                free = score_stream(model, batch, "free")
+            check_aligned(scores_full, free)
+            logp_free = free.logp
+            pir = scores_full.logp.detach() - logp_free
+        raw = raw_scores(self.loss, logp_full=scores_full.logp, logp_free=logp_free,
+                         entropy=scores_full.entropy, row=scores_full.row)
+        w = clip_weights(raw, scores_full.logp, self.min_weight, self.max_weight)
+        return w, weight_stats(w, raw=raw, pir=pir, min_weight=self.min_weight, max_weight=self.max_weight)
+
+    def _uniform(self, scores_full: TokenScores) -> tuple[Tensor, dict]:
+        w = clip_weights(None, scores_full.logp, self.min_weight, self.max_weight)
+        return w, weight_stats(w, min_weight=self.min_weight, max_weight=self.max_weight)
+
+
+class WarmupSchedule(Schedule):
+    """CE (w=1) while step < warmup_steps, then online."""
+
+    name = "warmup"
+
+    def __init__(self, loss: str, min_weight: float, max_weight: float, warmup_steps: int):
+        super().__init__(loss, min_weight, max_weight)
+        self.warmup_steps = int(warmup_steps)
+
+    def weights(self, step: int, model: nn.Module, batch: dict[str, Any],
+                scores_full: TokenScores) -> tuple[Tensor, dict]:
+        if step < self.warmup_steps:
+            return self._uniform(scores_full)
+        return self._online(model, batch, scores_full)
+
+
+class PeriodicSchedule(Schedule):
+    """Weights for the whole train set every `every` steps, cached per example index."""
+
+    name = "periodic"
+
+    def __init__(self, loss: str, min_weight: float, max_weight: float, every: int):
+        super().__init__(loss, min_weight, max_weight)
+        self.every = int(every)
+        self.last_refresh: int | None = None
+        # example index -> {"raw": [n] fp32 CPU tensor or None, "pir": [n] or None}
+        self.cache: dict[int, dict[str, Tensor | None]] = {}
+
+    def due(self, step: int) -> bool:
+        return self.loss != "ce" and (self.last_refresh is None or step - self.last_refresh >= self.every)
+
+    def maybe_refresh(self, step: int, model: nn.Module, dataloader_factory: Callable[[], Iterable[dict]]) -> bool:
+        if not self.due(step):
+            return False
+        cache: dict[int, dict[str, Tensor | None]] = {}
+        show = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+        with torch.no_grad():
+            for batch in tqdm(dataloader_factory(), desc=f"E-step refresh @ step {step}", disable=not show,
+                              leave=False):
+                full = score_stream(model, batch, "full", with_entropy=self.with_entropy)
+                free = score_stream(model, batch, "free") if self.loss == "perce" else None
+                if free is not None:
+                    check_aligned(full, free)
+                pir = full.logp - free.logp if free is not None else None
+                raw = raw_scores(self.loss, logp_full=full.logp, logp_free=None if free is None else free.logp,
+                                 entropy=full.entropy, row=full.row)
+                for r, idx in enumerate(_as_list(batch["index"])):
+                    sel = full.row == r
+                    cache[idx] = {"raw": raw[sel].float().cpu(), "pir": None if pir is None else pir[sel].float().cpu()}
+        self.cache = _merge_across_ranks(cache)
+        self.last_refresh = step
+        return True
+
+    def weights(self, step: int, model: nn.Module, batch: dict[str, Any],
+                scores_full: TokenScores) -> tuple[Tensor, dict]:
+        if self.loss == "ce":
+            return self._uniform(scores_full)
+        if self.last_refresh is None:
+            raise RuntimeError("periodic schedule: call maybe_refresh(step, model, loader_factory) before weights()")
+        raws, pirs = [], []
+        for r, idx in enumerate(_as_list(batch["index"])):
+            entry = self.cache.get(idx)
+            n = int((scores_full.row == r).sum())
+            if entry is None or entry["raw"].numel() != n:
+                raise RuntimeError(f"periodic schedule: no cached weights for example index {idx} with {n} "
+                                   "response tokens; the refresh loader must cover the whole train set")
+            raws.append(entry["raw"])
+            pirs.append(entry["pir"])
+        device = scores_full.logp.device
+        raw = torch.cat(raws).to(device) if raws else scores_full.logp.new_zeros(0)
+        pir = torch.cat(pirs).to(device) if pirs and pirs[0] is not None else None
+        w = clip_weights(raw, scores_full.logp, self.min_weight, self.max_weight)
+        return w, weight_stats(w, raw=raw, pir=pir, min_weight=self.min_weight, max_weight=self.max_weight)
+
+    def state_dict(self) -> dict:
+        return {"name": self.name, "last_refresh": self.last_refresh, "cache": self.cache}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.last_refresh = state["last_refresh"]
+        self.cache = {int(k): v for k, v in state["cache"].items()}
+
+
+def _as_list(index: Tensor | Iterable[int]) -> list[int]:
+    return index.tolist() if isinstance(index, Tensor) else [int(i) for i in index]
+
+
+def _merge_across_ranks(cache: dict[int, dict]) -> dict[int, dict]:
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return cache
+    gathered: list[dict | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, cache)
+    merged: dict[int, dict] = {}
+    for part in gathered:
+        merged.update(part or {})
+    return merged
+
+
+def build_schedule(cfg: DictConfig) -> Schedule:
+    """The schedule for cfg.schedule.name with the weights of cfg.loss."""
+    loss = cfg.loss
+    name = cfg.schedule.name
+    args = (loss.name, loss.min_weight, loss.max_weight)
+    if name == "online":
+        return Schedule(*args)
+    if name == "periodic":
+        return PeriodicSchedule(*args, every=cfg.schedule.every)
+    if name == "warmup":
+        return WarmupSchedule(*args, warmup_steps=cfg.schedule.warmup_steps)
+    raise ValueError(f"unknown schedule {name!r}; choose online, periodic or warmup")

@@ -1,0 +1,165 @@
+"""Token weights and weighted CE: hand-computed values, clipping, CE parity, micro-batch / rank invariance."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+import torch
+import torch.nn.functional as F
+from perce_util import collate, make_pairs, small_lm
+
+from percli.contrast import count_response_tokens, response_logprobs
+from percli.losses import global_token_count, merge_stats, raw_scores, token_weights, weight_stats, weighted_nll
+from percli.schedule import Schedule
+
+# Two examples: 3 + 2 response tokens.
+ROW = torch.tensor([0, 0, 0, 1, 1])
+LOGP_FULL = torch.tensor([-1.0, -2.0, -0.5, -3.0, -0.25])
+LOGP_FREE = torch.tensor([-2.0, -1.0, -6.0, -3.5, -0.25])  # PIR = [1, -1, 5.5, 0.5, 0]
+W = dict(min_weight=0.8, max_weight=5.0)
+
+
+def test_perce_weighted_loss_hand_computed():
+    w = token_weights("perce", logp_full=LOGP_FULL, logp_free=LOGP_FREE, row=ROW, **W)
+    torch.testing.assert_close(w, torch.tensor([1.0, 0.8, 5.0, 0.8, 0.8]), atol=0, rtol=0)
+    # 1*1 + 0.8*2 + 5*0.5 + 0.8*3 + 0.8*0.25 = 7.7 over N = 5 tokens
+    assert weighted_nll(LOGP_FULL, w, 5).item() == pytest.approx(1.54, abs=1e-6)
+    # N is the global token count, not the sum of weights: another micro-batch of 5 halves it
+    assert weighted_nll(LOGP_FULL, w, 10).item() == pytest.approx(0.77, abs=1e-6)
+
+
+def test_lossce_and_entce_hand_computed():
+    # NLL = [1, 2, 0.5 | 3, 0.25]; example means 3.5/3 and 3.25/2
+    w = token_weights("lossce", logp_full=LOGP_FULL, row=ROW, **W)
+    torch.testing.assert_close(w, torch.tensor([6 / 7, 12 / 7, 0.8, 24 / 13, 0.8]))
+    ent = torch.tensor([2.0, 4.0, 0.1, 1.0, 1.0])  # means 6.1/3 and 1
+    w = token_weights("entce", logp_full=LOGP_FULL, entropy=ent, row=ROW, **W)
+    torch.testing.assert_close(w, torch.tensor([6 / 6.1, 12 / 6.1, 0.8, 1.0, 1.0]))
+    # an example whose scores are all zero gets uniform weight 1
+    w = token_weights("entce", logp_full=LOGP_FULL, entropy=torch.tensor([0.0, 0, 0, 2, 6]), row=ROW, **W)
+    torch.testing.assert_close(w, torch.tensor([1.0, 1.0, 1.0, 0.8, 1.5]))
+    with pytest.raises(ValueError, match="with_entropy=True"):
+        token_weights("entce", logp_full=LOGP_FULL, row=ROW, **W)
+
+
+def test_clip_bounds_and_stats():
+    g = torch.Generator().manual_seed(0)
+    full = -torch.rand(1000, generator=g) * 10
+    free = -torch.rand(1000, generator=g) * 10
+    row = torch.arange(1000) // 100
+    for lo, hi in [(0.8, 5.0), (0.0, 1.0), (2.0, 2.0)]:
+        w = token_weights("perce", logp_full=full, logp_free=free, row=row, min_weight=lo, max_weight=hi)
+        assert w.min() >= lo and w.max() <= hi
+        pir = full - free
+        inside = (pir >= lo) & (pir <= hi)
+        assert torch.equal(w[inside], pir[inside])
+        stats = weight_stats(w, raw=pir, pir=pir, min_weight=lo, max_weight=hi)
+        assert stats["clip_low"] == pytest.approx(float((pir < lo).float().mean()))
+        assert stats["clip_high"] == pytest.approx(float((pir > hi).float().mean()))
+        assert stats["pir_mean"] == pytest.approx(float(pir.mean()), abs=1e-6)
+        assert stats["weight_mean"] == pytest.approx(float(w.mean()), abs=1e-6)
+        assert stats["tokens"] == 1000
+    hand = weight_stats(torch.tensor([1.0, 0.8, 5.0, 0.8, 0.8]), raw=LOGP_FULL - LOGP_FREE, pir=LOGP_FULL - LOGP_FREE,
+                        **W)
+    assert hand == {"pir_mean": pytest.approx(1.2), "weight_mean": pytest.approx(1.68), "clip_low": 0.6,
+                    "clip_high": 0.2, "tokens": 5}
+    assert weight_stats(torch.ones(4), **W) == {"pir_mean": None, "weight_mean": 1.0, "clip_low": 0.0,
+                                                "clip_high": 0.0, "tokens": 4}
+
+
+def test_weights_are_detached():
+    full = LOGP_FULL.clone().requires_grad_()
+    for name in ("ce", "perce", "lossce"):
+        assert not token_weights(name, logp_full=full, logp_free=LOGP_FREE, row=ROW, **W).requires_grad
+
+
+def test_ce_equals_standard_token_mean_cross_entropy():
+    model = small_lm(seed=1)
+    batch = collate(make_pairs(4, seed=3), "right")
+    ids, att, lab = batch["full_input_ids"], batch["full_attention_mask"], batch["full_labels"]
+    scores = response_logprobs(model, ids, att, lab, chunk_size=3)
+    w = token_weights("ce", logp_full=scores.logp, row=scores.row, **W)
+    ours = weighted_nll(scores.logp, w, count_response_tokens(lab))
+    hf = model(input_ids=ids, attention_mask=att, labels=lab).loss  # HF's own shifted token-mean CE
+    logits = model(input_ids=ids, attention_mask=att).logits
+    ref = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(), lab[:, 1:].reshape(-1),
+                          ignore_index=-100)
+    torch.testing.assert_close(ours, ref, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(ours, hf, atol=1e-6, rtol=1e-6)
+
+
+def _perce_grads(model, micro_batches_per_rank: list[list[list[dict]]]) -> dict[str, torch.Tensor]:
+    """Gradient of one optimizer step: ranks x micro-batches, each rank scaling by world size, then the
+    DDP-style mean over ranks."""
+    world = len(micro_batches_per_rank)
+    schedule = Schedule("perce", 0.8, 5.0)
+    n_global = sum(count_response_tokens(collate(mb)["full_labels"]) for rank in micro_batches_per_rank for mb in rank)
+    per_rank = []
+    for rank in micro_batches_per_rank:
+        model.zero_grad()
+        for i, mb in enumerate(rank):
+            batch = collate(mb, "left" if i % 2 else "right")  # padding differs per split, too
+            s = response_logprobs(model, batch["full_input_ids"], batch["full_attention_mask"], batch["full_labels"],
+                                  chunk_size=2)
+            w, _ = schedule.weights(0, model, batch, s)
+            (weighted_nll(s.logp, w, n_global) * world).backward()
+        per_rank.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    return {n: sum(g[n] for g in per_rank) / world for n in per_rank[0]}
+
+
+def test_perce_gradient_invariant_to_micro_batches_and_ranks():
+    model = small_lm(seed=2)
+    ex = make_pairs(4, seed=4)
+    ref = _perce_grads(model, [[ex]])
+    splits = {
+        "2 micro-batches": [[ex[:2], ex[2:]]],
+        "4 micro-batches": [[[e] for e in ex]],
+        "2 ranks": [[ex[:2]], [ex[2:]]],
+        "2 ranks x 2 micro-batches": [[[ex[0]], [ex[3]]], [[ex[1]], [ex[2]]]],
+    }
+    assert sum(g.abs().sum() for g in ref.values()) > 0
+    for name, split in splits.items():
+        got = _perce_grads(model, split)
+        for k in ref:
+            torch.testing.assert_close(got[k], ref[k], atol=1e-6, rtol=1e-5, msg=f"{name}: {k}")
+
+
+def test_merge_stats_token_weighted():
+    a = {"pir_mean": 1.0, "weight_mean": 1.0, "clip_low": 0.5, "clip_high": 0.0, "tokens": 2}
+    b = {"pir_mean": 4.0, "weight_mean": 2.5, "clip_low": 0.0, "clip_high": 0.5, "tokens": 6}
+    assert merge_stats([a, b]) == {"pir_mean": 3.25, "weight_mean": 2.125, "clip_low": 0.125, "clip_high": 0.375,
+                                   "tokens": 8}
+    assert merge_stats([{**a, "pir_mean": None}])["pir_mean"] is None
+
+
+def _gloo_worker(rank: int, world: int, port: int, queue) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        n = global_token_count(torch.tensor(3 + 4 * rank))
+        stats = merge_stats([{"pir_mean": float(rank), "weight_mean": 1.0, "clip_low": 0.0, "clip_high": 0.0,
+                              "tokens": 1 + rank}])
+        queue.put((rank, n, stats["pir_mean"], stats["tokens"]))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_global_token_count_all_reduces_over_real_gloo_ranks():
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    mp.start_processes(_gloo_worker, args=(2, port, queue), nprocs=2, start_method="spawn", join=True)
+    results = sorted(queue.get() for _ in range(2))
+    # tokens 3 + 7 on every rank; pir_mean = (0*1 + 1*2) / 3
+    assert results == [(0, 10, pytest.approx(2 / 3), 3), (1, 10, pytest.approx(2 / 3), 3)]
+
+
+def test_global_token_count_single_process():
+    assert global_token_count(7) == 7
+    assert raw_scores("ce", logp_full=LOGP_FULL, row=ROW) is None
