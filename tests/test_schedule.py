@@ -1,0 +1,114 @@
+"""Bootstrap schedules: online, warmup (CE then online), periodic (cached per example, resumable)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from perce_util import collate, make_pairs, small_lm
+
+from percli.contrast import TokenScorer, contrast_batch, response_logprobs
+from percli.preflight import compose_config
+from percli.schedule import PeriodicSchedule, Schedule, WarmupSchedule, build_schedule
+
+
+def _scores(model, batch, with_entropy=False):
+    return response_logprobs(model, batch["full_input_ids"], batch["full_attention_mask"], batch["full_labels"],
+                             with_entropy=with_entropy)
+
+
+def _nudge(model, seed):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.05)
+
+
+def test_online_perce_weights_are_clipped_pir_of_current_model():
+    model = small_lm(seed=0)
+    batch = collate(make_pairs(3, seed=1), "left")
+    ref = contrast_batch(model, batch)
+    w, stats = Schedule("perce", 0.8, 5.0).weights(0, model, batch, _scores(model, batch))
+    torch.testing.assert_close(w, ref["pir"].clamp(0.8, 5.0))
+    assert stats["pir_mean"] == pytest.approx(float(ref["pir"].mean()), abs=1e-6)
+    assert stats["tokens"] == w.numel()
+    # through a TokenScorer (what the training loop passes) the weights are the same
+    w2, _ = Schedule("perce", 0.8, 5.0).weights(0, TokenScorer(model), batch, _scores(model, batch))
+    torch.testing.assert_close(w2, w)
+
+
+def test_entce_needs_entropy_and_schedule_says_so():
+    model = small_lm(seed=0)
+    batch = collate(make_pairs(2), "right")
+    sched = Schedule("entce", 0.8, 5.0)
+    assert sched.with_entropy and not Schedule("lossce", 0.8, 5.0).with_entropy
+    with pytest.raises(ValueError, match="with_entropy"):
+        sched.weights(0, model, batch, _scores(model, batch))
+    w, stats = sched.weights(0, model, batch, _scores(model, batch, with_entropy=True))
+    assert stats["pir_mean"] is None and w.min() >= 0.8 and w.max() <= 5.0
+
+
+def test_warmup_is_ce_then_online():
+    model = small_lm(seed=0)
+    batch = collate(make_pairs(3, seed=2), "right")
+    sched = WarmupSchedule("perce", 0.8, 5.0, warmup_steps=2)
+    scores = _scores(model, batch)
+    for step in (0, 1):
+        w, stats = sched.weights(step, model, batch, scores)
+        assert torch.equal(w, torch.ones_like(w))
+        assert stats["pir_mean"] is None and stats["weight_mean"] == 1.0
+    w, stats = sched.weights(2, model, batch, scores)
+    torch.testing.assert_close(w, contrast_batch(model, batch)["pir"].clamp(0.8, 5.0))
+    assert not torch.equal(w, torch.ones_like(w))
+
+
+def test_periodic_caches_per_example_and_refreshes_every_k_steps():
+    model = small_lm(seed=0)
+    pairs = make_pairs(4, seed=3)
+    loader = [collate(pairs[:2], "left"), collate(pairs[2:], "right")]
+    sched = PeriodicSchedule("perce", 0.8, 5.0, every=3)
+    with pytest.raises(RuntimeError, match="maybe_refresh"):
+        sched.weights(0, model, loader[0], _scores(model, loader[0]))
+    assert sched.maybe_refresh(0, model, lambda: loader)
+    at_refresh = contrast_batch(model, collate([pairs[3], pairs[0]], "left"))["pir"]
+    _nudge(model, 1)  # the model moves on; cached weights must not
+    train_batch = collate([pairs[3], pairs[0]], "left")  # other grouping, order and padding than the refresh
+    w, stats = sched.weights(1, model, train_batch, _scores(model, train_batch))
+    torch.testing.assert_close(w, at_refresh.clamp(0.8, 5.0))
+    assert stats["pir_mean"] == pytest.approx(float(at_refresh.mean()), abs=1e-6)
+    assert not sched.maybe_refresh(2, model, lambda: loader)
+    assert sched.maybe_refresh(3, model, lambda: loader)
+    w, _ = sched.weights(3, model, train_batch, _scores(model, train_batch))
+    torch.testing.assert_close(w, contrast_batch(model, train_batch)["pir"].clamp(0.8, 5.0))
+
+    # resume: a fresh schedule restored from state_dict gives the same weights and the same refresh times
+    state = sched.state_dict()
+    restored = PeriodicSchedule("perce", 0.8, 5.0, every=3)
+    restored.load_state_dict(state)
+    _nudge(model, 2)
+    torch.testing.assert_close(restored.weights(4, model, train_batch, _scores(model, train_batch))[0], w)
+    assert not restored.maybe_refresh(5, model, lambda: loader) and restored.maybe_refresh(6, model, lambda: loader)
+    with pytest.raises(ValueError, match="schedule=periodic"):
+        Schedule("perce", 0.8, 5.0).load_state_dict(state)
+
+
+def test_periodic_lossce_caches_and_ce_never_refreshes():
+    model = small_lm(seed=0)
+    batch = collate(make_pairs(2, seed=4), "right")
+    sched = PeriodicSchedule("lossce", 0.8, 5.0, every=2)
+    sched.maybe_refresh(0, model, lambda: [batch])
+    ref, _ = Schedule("lossce", 0.8, 5.0).weights(0, model, batch, _scores(model, batch))
+    _nudge(model, 3)
+    torch.testing.assert_close(sched.weights(1, model, batch, _scores(model, batch))[0], ref)
+    ce = PeriodicSchedule("ce", 0.8, 5.0, every=2)
+    assert not ce.maybe_refresh(0, model, lambda: [batch])
+    assert torch.equal(ce.weights(0, model, batch, _scores(model, batch))[0], torch.ones(ref.numel()))
+
+
+def test_build_schedule_from_config():
+    sched = build_schedule(compose_config("train", ["schedule=periodic", "schedule.every=7", "loss=lossce"]))
+    assert isinstance(sched, PeriodicSchedule) and sched.every == 7 and sched.loss == "lossce"
+    sched = build_schedule(compose_config("train", ["schedule=warmup", "schedule.warmup_steps=5",
+                                                    "loss.min_weight=0.5"]))
+    assert isinstance(sched, WarmupSchedule) and sched.warmup_steps == 5 and sched.min_weight == 0.5
+    sched = build_schedule(compose_config("train", []))
+    assert type(sched) is Schedule and sched.loss == "perce" and sched.max_weight == 5.0
