@@ -351,12 +351,15 @@ def _entry(cell: Cell | None, base_cell: Cell | None, metric: str, loss: str, ba
     value = cell.selected.metrics.get(metric)
     if value is None:
         return Entry(note=notes.mark(f"run {cell.selected.run_dir}: metrics.json has no '{metric}'"))
+    # Failed siblings (another lr of a sweep, a rerun) stay visible next to the value that is shown.
+    note = (notes.mark("; ".join(cell.problems) + f"; the cell shows run {cell.selected.run_dir}")
+            if cell.problems else None)
     gain = None
     if loss not in (baseline, "base") and base_cell and base_cell.selected:
         ref = base_cell.selected.metrics.get(metric)
         if ref:  # no gain over a missing or zero baseline
             gain = (value - ref) / ref * 100.0
-    return Entry(value=value * 100.0, gain=gain)
+    return Entry(value=value * 100.0, gain=gain, note=note)
 
 
 # ----------------------------------------------------------------------------------------- rendering
@@ -368,6 +371,8 @@ def _fmt(entry: Entry, tex: bool = False) -> str:
     text = f"{entry.value:.2f}"
     if entry.gain is not None:
         text += f" {{\\scriptsize({entry.gain:+.2f}\\%)}}" if tex else f" ({entry.gain:+.2f}%)"
+    if entry.note is not None:
+        text += f"$^{{{entry.note}}}$" if tex else f" [{entry.note}]"
     return text
 
 
@@ -472,7 +477,8 @@ def _legend(evaluations: list[Evaluation], baseline: str, select_metric: str) ->
         f"Scores x100 on split(s): {', '.join(splits)}. (+x%) = relative gain over the "
         f"{LOSS_NAMES.get(baseline, baseline)} row of the same model (same trained-on task in the transfer block).",
         selection,
-        f"{DASH}[n]: no result for this cell, see note n. ·: in-task cell (see the in-task block).",
+        f"{DASH}[n]: no result for this cell, see note n; a value with [n]: some runs of the cell failed, "
+        "see note n. ·: in-task cell (see the in-task block).",
     ]
 
 

@@ -136,18 +136,22 @@ def test_csv_and_tex(sweep: Path, tmp_path: Path) -> None:
 def test_glob_missing_metrics_running_and_split_filter(tmp_path: Path) -> None:
     make_run(tmp_path / "a" / "run1", "train", loss="ce", status=OK,
              metrics={"rouge1": 0.5, "rougeL": 0.25, "meteor": 0.2})
+    make_run(tmp_path / "a" / "run0", "train", loss="ce", lr=5e-5,                  # a failed lr of the sweep
+             status={"status": "failed", "error": "RuntimeError: loss is nan at step 3"})
     make_run(tmp_path / "a" / "run2", "train", loss="perce", status=OK)            # eval.after_train=false
     make_run(tmp_path / "b" / "run3", "train", loss="lossce")                       # no status.json yet
     make_run(tmp_path / "c" / "run4", "train", loss="entce", status=OK,
              metrics={"rouge1": 0.6, "rougeL": 0.3, "meteor": 0.3, "split": "val"})
-    assert find_run_dirs(tmp_path / "*") == [tmp_path / d for d in ("a/run1", "a/run2", "b/run3", "c/run4")]
+    assert find_run_dirs(tmp_path / "*") == [tmp_path / d for d in ("a/run0", "a/run1", "a/run2", "b/run3", "c/run4")]
     out = tmp_path / "results"
     build_table(str(tmp_path / "[ab]"), out, ["meteor"], plots=False)
     md = (out / "table.md").read_text()
-    assert "| smollm2-135m | CE | 20.00 |" in md
-    assert "| smollm2-135m | PerCE | –[1] |" in md and "| smollm2-135m | LossCE | –[2] |" in md
-    assert f"[1] run {tmp_path / 'a/run2'} finished without metrics.json (eval.after_train=false?)" in md
-    assert f"[2] run {tmp_path / 'b/run3'} no status.json: still running, or killed before it finished" in md
+    assert "| smollm2-135m | CE | 20.00 [1] |" in md
+    assert "| smollm2-135m | PerCE | –[2] |" in md and "| smollm2-135m | LossCE | –[3] |" in md
+    assert (f"[1] run {tmp_path / 'a/run0'} failed: RuntimeError: loss is nan at step 3; the cell shows run "
+            f"{tmp_path / 'a/run1'}") in md
+    assert f"[2] run {tmp_path / 'a/run2'} finished without metrics.json (eval.after_train=false?)" in md
+    assert f"[3] run {tmp_path / 'b/run3'} no status.json: still running, or killed before it finished" in md
     assert not (out / "loss_curves.png").exists()
     build_table(tmp_path, out, ["meteor"], split="test", plots=False)
     md = (out / "table.md").read_text()

@@ -1,0 +1,68 @@
+"""scripts/reproduce_table.py: the commands it runs, and transfer evaluations that reuse the train settings."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import yaml
+from omegaconf import OmegaConf
+
+from percli.preflight import compose_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("reproduce_table", REPO / "scripts" / "reproduce_table.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def fake_train_run(run_dir: Path, overrides: list[str], choices: dict) -> Path:
+    """A train run dir as the CLI leaves it: resolved config.yaml and Hydra's record of the group choices."""
+    cfg = compose_config("train", overrides)
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    (run_dir / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"runtime": {"choices": choices}}}))
+    return run_dir
+
+
+def test_transfer_eval_reuses_the_train_runs_data_and_eval_settings(script, tmp_path: Path) -> None:
+    run = fake_train_run(tmp_path / "run", ["experiment=demo", "loss=ce", "data.max_prompt_tokens=700"],
+                         {"model": "smollm2-135m", "data": "synthetic", "retriever": "bm25", "task": "review"})
+    overrides = script.transfer_eval_overrides(run, "topic", "temporal")
+    assert overrides == [
+        "model=smollm2-135m", f"model.path={run / 'checkpoints' / 'final'}", "task=topic", "task.setting=temporal",
+        "data=synthetic", "retriever=bm25",
+        "data.num_users=16", "data.max_prompt_tokens=700", "data.max_response_tokens=128",
+        "eval.max_examples=24", "eval.max_new_tokens=96",
+    ]
+    train = OmegaConf.load(run / "config.yaml")
+    evaluated = compose_config("eval", overrides)
+    assert (evaluated.task.name, evaluated.task.setting) == ("topic", "temporal")
+    for section in ("data", "retriever"):
+        assert evaluated[section] == train[section]
+    assert OmegaConf.masked_copy(evaluated.eval, ["max_new_tokens", "max_examples", "split", "do_sample"]) == \
+        OmegaConf.masked_copy(train.eval, ["max_new_tokens", "max_examples", "split", "do_sample"])
+
+
+def test_dry_runs_print_the_pipelines(script, tmp_path: Path, capsys) -> None:
+    assert script.main(["demo", "--dry-run", "--out", str(tmp_path / "d"), "--results", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[:3] == [
+        f"+ percli train -m experiment=demo loss=ce,perce hydra.sweep.dir={tmp_path / 'd' / 'train'}",
+        f"+ percli contrast +experiment=demo model.path=<perce run>/checkpoints/final "
+        f"hydra.run.dir={tmp_path / 'd' / 'contrast'}",
+        f"+ percli table table.runs={tmp_path / 'd'} table.out_dir={tmp_path / 'r'}",
+    ]
+    assert script.main(["paper", "--dry-run", "--out", str(tmp_path / "p"), "--models", "qwen3-4b",
+                        "--", "hydra/launcher=slurm"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == ("+ percli train -m experiment=paper_qwen3-4b_review,paper_qwen3-4b_abstract,paper_qwen3-4b_topic "
+                      "loss=ce,perce,lossce,entce train.lr=2e-6,5e-6,1e-5,2e-5,5e-5 task.setting=user "
+                      f"hydra.sweep.dir={tmp_path / 'p' / 'train'} hydra/launcher=slurm")
+    assert out[2] == f"+ percli table table.runs={tmp_path / 'p'} table.out_dir=results/paper"
