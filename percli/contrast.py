@@ -34,7 +34,11 @@ attention mask, so left and right padding give the same scores as an unpadded fo
 
 from __future__ import annotations
 
+import dataclasses
+import html
+import random
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
@@ -199,3 +203,228 @@ def contrast_batch(model: nn.Module, batch: dict[str, Any], *, with_entropy: boo
     check_aligned(full, free, batch.get("ids"))
     return {"logp_full": full.logp, "logp_free": free.logp, "pir": full.logp - free.logp,
             "row": full.row, "target": full.target, "entropy": full.entropy}
+
+
+# ------------------------------------------------------------------------------------- percli contrast
+def shuffle_profiles(examples: list, seed: int) -> list:
+    """The control: every example gets the retrieved profile of an example of ANOTHER user.
+
+    Users are permuted by a seeded random cyclic permutation (Sattolo), a derangement: no user keeps their
+    own profile. Example j of user u takes the profile of example j (mod count) of user pi(u).
+    """
+    by_user: dict[str, list] = {}
+    for ex in examples:
+        by_user.setdefault(ex.user_id, []).append(ex)
+    users = sorted(by_user)
+    if len(users) < 2:
+        raise DataError(f"contrast.shuffle_profiles=true needs examples of at least 2 users, got {len(users)}; "
+                        "raise data.max_examples / contrast.max_examples or turn the control off")
+    rng = random.Random(seed)
+    perm = list(range(len(users)))
+    for i in range(len(perm) - 1, 0, -1):  # Sattolo: one cycle through all users, so perm[i] != i
+        j = rng.randrange(i)
+        perm[i], perm[j] = perm[j], perm[i]
+    donor = {users[i]: users[perm[i]] for i in range(len(users))}
+    out = []
+    for ex in examples:
+        other = by_user[donor[ex.user_id]]
+        j = by_user[ex.user_id].index(ex)
+        out.append(dataclasses.replace(ex, profile=list(other[j % len(other)].profile),
+                                       meta={**ex.meta, "profile_from_user": donor[ex.user_id]}))
+    return out
+
+
+def planted_token_mask(offsets: Sequence[tuple[int, int]], spans: Sequence[dict]) -> list[bool]:
+    """A token is planted when its char span overlaps a planted word's span (zero-width tokens never are)."""
+    return [e > s and any(s < sp["end"] and e > sp["start"] for sp in spans) for s, e in offsets]
+
+
+def auc(positives: Sequence[float], negatives: Sequence[float]) -> float:
+    """P(score of a positive > score of a negative), ties counting 1/2 (Mann-Whitney U / (n_pos n_neg))."""
+    if not positives or not negatives:
+        return float("nan")
+    scores = torch.tensor([*positives, *negatives], dtype=torch.float64)
+    order = scores.argsort(stable=True)
+    sorted_scores = scores[order]
+    ranks = torch.empty_like(scores)
+    i, n = 0, len(scores)
+    while i < n:  # average 1-based ranks over ties
+        j = i
+        while j + 1 < n and sorted_scores[j + 1] == sorted_scores[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    n_pos, n_neg = len(positives), len(negatives)
+    return float((ranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def _quantiles(x: Tensor) -> dict[str, float]:
+    qs = {"min": 0.0, "p05": 0.05, "p25": 0.25, "p50": 0.5, "p75": 0.75, "p95": 0.95, "max": 1.0}
+    values = torch.quantile(x.double(), torch.tensor(list(qs.values()), dtype=torch.float64))
+    return {k: round(float(v), 4) for k, v in zip(qs, values)}
+
+
+def _score_pairs(scorer: TokenScorer, pairs: list, collator: Any, batch_size: int, device: torch.device,
+                 with_entropy: bool) -> list[dict[str, Tensor]]:
+    """contrast_batch over all pairs (batched longest-first for little padding), results in pair order."""
+    from tqdm import tqdm
+
+    order = sorted(range(len(pairs)), key=lambda i: -len(pairs[i].full_ids))
+    results: list[dict[str, Tensor]] = [{} for _ in pairs]
+    batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+    for idx in tqdm(batches, desc="contrast", unit="batch"):
+        batch = collator([pairs[i] for i in idx])
+        batch = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
+        out = contrast_batch(scorer, batch, with_entropy=with_entropy)
+        for r, i in enumerate(idx):
+            sel = out["row"] == r
+            results[i] = {k: v[sel].float().cpu() for k, v in out.items()
+                          if k in ("logp_full", "logp_free", "pir", "entropy") and v is not None}
+    return results
+
+
+def run(cfg: Any, run_dir: Path) -> None:
+    """`percli contrast`: PIR of every response token -> contrast.jsonl, contrast.html,
+    contrast_summary.json and a summary on stdout."""
+    from percli.data.collate import PairCollator, encode_examples
+    from percli.data.longlamp import load_examples
+    from percli.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
+    from percli.losses import raw_scores
+    from percli.models import load_model_and_tokenizer
+
+    c, loss = cfg.contrast, cfg.loss
+    examples = load_examples(cfg, cfg.data.split)
+    if c.max_examples:
+        examples = examples[: c.max_examples]
+    if c.shuffle_profiles:
+        examples = shuffle_profiles(examples, cfg.seed)
+    model, tokenizer = load_model_and_tokenizer(cfg.model, seed=cfg.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device).eval()
+    pairs, _ = encode_examples(examples, tokenizer, cfg.data)
+    if not pairs:
+        raise DataError(f"no example of split {cfg.data.split} fits data.max_prompt_tokens="
+                        f"{cfg.data.max_prompt_tokens}; raise it")
+    scorer = TokenScorer(model, chunk_size=loss.chunk_size)
+    scores = _score_pairs(scorer, pairs, PairCollator(tokenizer), c.batch_size, device, loss.name == "entce")
+
+    rows, truth_pos, truth_neg = [], [], []
+    all_pir, all_raw = [], []
+    for pair, s in zip(pairs, scores):
+        ex = examples[pair.index]
+        raw = raw_scores(loss.name, logp_full=s["logp_full"], logp_free=s["logp_free"], entropy=s.get("entropy"),
+                         row=torch.zeros(len(s["pir"]), dtype=torch.long))
+        weights = raw.clamp(loss.min_weight, loss.max_weight) if raw is not None else torch.ones_like(s["pir"])
+        all_pir.append(s["pir"])
+        all_raw.append(raw if raw is not None else torch.ones_like(s["pir"]))
+        offsets = pair.response_offsets[: len(s["pir"])]
+        tokens = [{"text": ex.output[a:b], "start": a, "end": b, "logp_full": round(float(lf), 5),
+                   "logp_free": round(float(lr), 5), "pir": round(float(p), 5), "weight": round(float(w), 5)}
+                  for (a, b), lf, lr, p, w in zip(offsets, s["logp_full"], s["logp_free"], s["pir"], weights)]
+        row: dict[str, Any] = {"id": ex.id, "output": ex.output, "tokens": tokens}
+        if "planted_spans" in ex.meta:
+            planted = planted_token_mask(offsets, ex.meta["planted_spans"])
+            for t, is_planted, (a, b) in zip(tokens, planted, offsets):
+                if b > a:  # eos and other zero-width tokens are left out of the AUC
+                    (truth_pos if is_planted else truth_neg).append(t["pir"])
+            row["planted"] = [i for i, p in enumerate(planted) if p]
+        rows.append(row)
+
+    pir, raw_all = torch.cat(all_pir), torch.cat(all_raw)
+    summary: dict[str, Any] = {
+        "model": cfg.model.name, "task": cfg.task.name, "source": cfg.data.source, "split": cfg.data.split,
+        "loss": loss.name, "min_weight": loss.min_weight, "max_weight": loss.max_weight,
+        "shuffle_profiles": bool(c.shuffle_profiles), "examples": len(rows), "tokens": int(pir.numel()),
+        "pir_mean": round(float(pir.mean()), 4), "pir_quantiles": _quantiles(pir),
+        "clip_low": round(float((raw_all < loss.min_weight).double().mean()), 4),
+        "clip_high": round(float((raw_all > loss.max_weight).double().mean()), 4),
+    }
+    if truth_pos:
+        summary["planted"] = {
+            "auc": round(auc(truth_pos, truth_neg), 4), "planted_tokens": len(truth_pos),
+            "other_tokens": len(truth_neg), "mean_pir_planted": round(sum(truth_pos) / len(truth_pos), 4),
+            "mean_pir_other": round(sum(truth_neg) / len(truth_neg), 4) if truth_neg else None,
+        }
+    atomic_write_jsonl(run_dir / "contrast.jsonl", rows)
+    atomic_write_json(run_dir / "contrast_summary.json", summary)
+    atomic_write_text(run_dir / "contrast.html", render_html(rows[: c.html_max_examples], summary))
+    print(format_summary(summary, run_dir))
+
+
+def format_summary(s: dict[str, Any], run_dir: Path) -> str:
+    q = s["pir_quantiles"]
+    lines = [
+        f"percli contrast: {s['examples']} examples, {s['tokens']} response tokens "
+        f"(model={s['model']} task={s['task']} {s['source']}:{s['split']}"
+        f"{', shuffled profiles (control)' if s['shuffle_profiles'] else ''})",
+        f"  PIR mean {s['pir_mean']:.4f}  min {q['min']:.3f}  p05 {q['p05']:.3f}  p25 {q['p25']:.3f}  "
+        f"median {q['p50']:.3f}  p75 {q['p75']:.3f}  p95 {q['p95']:.3f}  max {q['max']:.3f}",
+        f"  loss={s['loss']} weights clipped to [{s['min_weight']}, {s['max_weight']}]: "
+        f"{100 * s['clip_low']:.1f}% at the low bound, {100 * s['clip_high']:.1f}% at the high bound",
+    ]
+    if "planted" in s:
+        p = s["planted"]
+        lines.append(f"  planted tokens: AUC {p['auc']:.4f} ({p['planted_tokens']} planted vs {p['other_tokens']} "
+                     f"other tokens), mean PIR planted {p['mean_pir_planted']:.4f} vs other {p['mean_pir_other']:.4f}")
+    lines.append(f"  wrote {run_dir / 'contrast.jsonl'}, contrast.html, contrast_summary.json")
+    return "\n".join(lines)
+
+
+def _colour(pir: float, scale: float) -> str:
+    """Diverging: red for PIR > 0 (the profile helps), blue for PIR < 0, saturated at |PIR| = scale."""
+    a = min(abs(pir) / scale, 1.0)
+    rgb = "220,38,38" if pir > 0 else "37,99,235"
+    return f"rgba({rgb},{a:.3f})"
+
+
+def render_html(rows: list[dict], summary: dict[str, Any]) -> str:
+    """One self-contained page: each example's response, every token coloured by PIR, values on hover."""
+    esc = html.escape
+    scale = float(summary["max_weight"])
+    parts = []
+    for row in rows:
+        out, pos, spans = row["output"], 0, []
+        planted = set(row.get("planted", []))
+        for i, t in enumerate(row["tokens"]):
+            start, end = max(t["start"], pos), t["end"]
+            if start > pos:  # text between tokens (never expected, but the page must show all of output)
+                spans.append(esc(out[pos:start]))
+            label = esc(out[start:end]) if end > start else ("&#9166;" if t["start"] >= len(out) else "")
+            if not label:
+                continue  # the rest of a character split over several byte-level tokens
+            tip = (f"PIR {t['pir']:+.3f} | w {t['weight']:.3f} | logp full {t['logp_full']:.3f} | "
+                   f"logp free {t['logp_free']:.3f}")
+            cls = ' class="planted"' if i in planted else ""
+            spans.append(f'<span{cls} style="background:{_colour(t["pir"], scale)}" title="{esc(tip)}">{label}</span>')
+            pos = max(pos, end)
+        if pos < len(out):
+            spans.append(esc(out[pos:]))
+        parts.append(f'<section><h3>{esc(row["id"])}</h3><p class="resp">{"".join(spans)}</p></section>')
+    title = (f"PerContrast PIR: {summary['model']} / {summary['task']} / {summary['source']}:{summary['split']}"
+             + (" (shuffled profiles)" if summary["shuffle_profiles"] else ""))
+    stats = (f"{summary['examples']} examples, {summary['tokens']} tokens, mean PIR {summary['pir_mean']:.4f}")
+    if "planted" in summary:
+        p = summary["planted"]
+        stats += (f"; planted-token AUC {p['auc']:.4f}, mean planted PIR {p['mean_pir_planted']:.4f} "
+                  "(planted tokens underlined)")
+    legend = (f'<span style="background:{_colour(-scale, scale)}">PIR -{scale:g}</span> '
+              f'<span style="background:{_colour(-scale / 2, scale)}">-{scale / 2:g}</span> 0 '
+              f'<span style="background:{_colour(scale / 2, scale)}">+{scale / 2:g}</span> '
+              f'<span style="background:{_colour(scale, scale)}">+{scale:g}</span>')
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; padding: 0 1rem; }}
+.resp {{ white-space: pre-wrap; line-height: 1.7; font-family: ui-monospace, monospace; font-size: 0.9rem; }}
+.resp span:hover {{ outline: 1px solid #111; }}
+.planted {{ text-decoration: underline 2px; }}
+section {{ border-top: 1px solid #ddd; }}
+h3 {{ font-size: 0.9rem; color: #555; }}
+</style></head><body>
+<h1 style="font-size:1.2rem">{esc(title)}</h1>
+<p>{esc(stats)}</p>
+<p>PIR = log P(y_t | profile, query, y&lt;t) - log P(y_t | query, y&lt;t); hover a token for its values.
+Colour: {legend} (saturates at the loss's max_weight)</p>
+{"".join(parts)}
+</body></html>
+"""

@@ -10,7 +10,14 @@ import torch.nn.functional as F
 from perce_util import collate, make_pairs, small_lm
 
 from percli.contrast import count_response_tokens, response_logprobs
-from percli.losses import global_token_count, merge_stats, raw_scores, token_weights, weight_stats, weighted_nll
+from percli.losses import (
+    global_token_count,
+    merge_stats,
+    raw_scores,
+    token_weights,
+    weight_stats,
+    weighted_nll,
+)
 from percli.schedule import Schedule
 
 # Two examples: 3 + 2 response tokens.

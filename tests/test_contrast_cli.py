@@ -1,0 +1,150 @@
+"""`percli contrast` end to end (tiny model, subprocess), its helpers, and the real-weights acceptance (slow)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from conftest import only_run_dir
+
+from percli.contrast import auc, planted_token_mask, shuffle_profiles
+from percli.data.longlamp import Example
+from percli.errors import DataError
+from percli.io import read_jsonl
+
+SMALL = ["data.num_users=3", "data.examples_per_user=2", "data.profile_size=4", "data.max_prompt_tokens=384",
+         "data.max_response_tokens=40"]
+TOKEN_KEYS = {"text", "start", "end", "logp_full", "logp_free", "pir", "weight"}
+
+
+def _check_rows(rows: list[dict], min_w: float = 0.8, max_w: float = 5.0) -> None:
+    for row in rows:
+        assert {"id", "output", "tokens"} <= set(row)
+        out, tokens = row["output"], row["tokens"]
+        assert 0 < len(tokens) <= 40
+        for t in tokens:
+            assert set(t) == TOKEN_KEYS
+            assert out[t["start"]:t["end"]] == t["text"]
+            assert t["pir"] == pytest.approx(t["logp_full"] - t["logp_free"], abs=2e-5)
+            assert t["weight"] == pytest.approx(min(max(t["pir"], min_w), max_w), abs=1e-5)
+            assert t["logp_full"] <= 0 and t["logp_free"] <= 0
+        # tokens run left to right through `output` from its first character
+        assert tokens[0]["start"] == 0
+        assert all(a["end"] <= b["end"] for a, b in zip(tokens, tokens[1:]))
+        if tokens[-1]["start"] == len(out):  # the response's eos: zero width at the end of output
+            assert tokens[-1]["text"] == "" and tokens[-1]["end"] == len(out)
+
+
+def test_contrast_tiny_end_to_end(cli, tmp_path: Path) -> None:
+    r = cli("contrast", "model=tiny", *SMALL)
+    assert r.returncode == 0, r.stderr
+    run = only_run_dir(tmp_path / "outputs", "contrast")
+    assert json.loads((run / "status.json").read_text())["status"] == "ok"
+    rows = read_jsonl(run / "contrast.jsonl")
+    assert [row["id"] for row in rows] == [f"review-train-u{u:03d}-{e}" for u in range(3) for e in range(2)]
+    _check_rows(rows)
+    summary = json.loads((run / "contrast_summary.json").read_text())
+    n_tokens = sum(len(row["tokens"]) for row in rows)
+    assert (summary["examples"], summary["tokens"]) == (6, n_tokens)
+    pirs = sorted(t["pir"] for row in rows for t in row["tokens"])
+    assert summary["pir_mean"] == pytest.approx(sum(pirs) / len(pirs), abs=1e-4)
+    assert summary["pir_quantiles"]["min"] == pytest.approx(pirs[0], abs=1e-4)
+    assert summary["pir_quantiles"]["max"] == pytest.approx(pirs[-1], abs=1e-4)
+    assert summary["clip_low"] == pytest.approx(sum(p < 0.8 for p in pirs) / len(pirs), abs=1e-4)
+    # synthetic data carries planted-word truth: AUC over the tokens that overlap a planted span
+    planted = summary["planted"]
+    assert planted["planted_tokens"] == sum(len(row["planted"]) for row in rows) > 0
+    assert 0.0 <= planted["auc"] <= 1.0
+    # stdout summary
+    assert f"percli contrast: 6 examples, {n_tokens} response tokens" in r.stdout
+    assert re.search(r"PIR mean -?\d+\.\d{4}\s+min .* p05 .* median .* p95 .* max", r.stdout)
+    assert "% at the low bound" in r.stdout and "planted tokens: AUC" in r.stdout
+    assert "contrast: 100%" in r.stderr  # the tqdm progress bar
+    # the heatmap: self-contained (no external resource), one hover title per visible token
+    page = (run / "contrast.html").read_text()
+    assert not re.search(r"(src|href)=\"?https?:", page) and "<script" not in page
+    assert page.count('title="PIR ') == sum(1 for row in rows for t in row["tokens"] if t["end"] > t["start"]) + \
+        sum(1 for row in rows if row["tokens"][-1]["start"] == len(row["output"]))
+
+
+def test_contrast_local_split(cli, tmp_path: Path) -> None:
+    from percli.data.synthetic import write_dataset
+
+    data = write_dataset("review", tmp_path / "data", num_users=2, examples_per_user=2, profile_size=3, seed=5)
+    r = cli("contrast", "model=tiny", "data.source=local", f"data.path={data}", "data.split=test",
+            "data.max_prompt_tokens=256", "data.max_response_tokens=40", "loss.min_weight=0.0", "loss.max_weight=1.0")
+    assert r.returncode == 0, r.stderr
+    run = only_run_dir(tmp_path / "outputs", "contrast")
+    rows = read_jsonl(run / "contrast.jsonl")
+    truth = read_jsonl(data / "test.jsonl")
+    assert [row["id"] for row in rows] == [t["id"] for t in truth]
+    assert [row["output"] for row in rows] == [t["output"] for t in truth]  # the exact target text
+    _check_rows(rows, 0.0, 1.0)
+    assert "planted" not in json.loads((run / "contrast_summary.json").read_text())  # local data: no truth
+
+
+def test_auc_values() -> None:
+    assert auc([3.0, 4.0], [1.0, 2.0]) == 1.0
+    assert auc([1.0], [2.0, 3.0]) == 0.0
+    assert auc([1.0], [1.0]) == 0.5
+    assert auc([1.0, 2.0], [1.0, 0.0]) == 0.875  # (0.5 + 1 + 1 + 1) / 4
+    assert auc([2.0, 0.0, 5.0], [1.0, 3.0]) == pytest.approx(3 / 6)
+
+
+def test_planted_token_mask() -> None:
+    # "my zorbleck works": planted span 3..11
+    offsets = [(0, 2), (2, 6), (6, 11), (11, 17), (17, 17)]
+    assert planted_token_mask(offsets, [{"word": "zorbleck", "start": 3, "end": 11}]) == [
+        False, True, True, False, False]
+    assert planted_token_mask(offsets, []) == [False] * 5
+
+
+def _ex(i: int, user: str) -> Example:
+    return Example(id=f"e{i}", user_id=user, task="review", input="q", output="o",
+                   profile=[{"reviewText": f"profile of {user} #{i}"}])
+
+
+def test_shuffle_profiles_is_a_seeded_derangement_over_users() -> None:
+    examples = [_ex(i, u) for i, u in enumerate("aabbbcd")]
+    shuffled = shuffle_profiles(examples, seed=0)
+    assert [e.id for e in shuffled] == [e.id for e in examples]
+    for ex, sh in zip(examples, shuffled):
+        donor = sh.meta["profile_from_user"]
+        assert donor != ex.user_id
+        assert sh.profile[0]["reviewText"].startswith(f"profile of {donor} ")
+    # a permutation of users: each user's profile goes to exactly one other user
+    donors = {sh.user_id: sh.meta["profile_from_user"] for sh in shuffled}
+    assert sorted(donors.values()) == sorted(donors)
+    assert shuffle_profiles(examples, seed=0) == shuffled
+    assert any(shuffle_profiles(examples, seed=s) != shuffled for s in range(1, 5))
+    assert examples[0].profile[0]["reviewText"] == "profile of a #0"  # inputs untouched
+    with pytest.raises(DataError, match="at least 2 users"):
+        shuffle_profiles([_ex(0, "a"), _ex(1, "a")], seed=0)
+
+
+# Real pretrained SmolLM2-135M-Instruct on synthetic reviews with planted personal words: PerContrast must
+# find the planted tokens, and lose them when each user sees another user's profile.
+REAL = ["model=smollm2-135m", "data.source=synthetic", "task=review", "data.num_users=6", "data.examples_per_user=2",
+        "data.max_prompt_tokens=768", "data.max_response_tokens=96"]
+
+
+def _planted(cli, tmp_path: Path, *extra: str) -> dict:
+    r = cli("contrast", *REAL, *extra)
+    assert r.returncode == 0, r.stderr
+    return json.loads((only_run_dir(tmp_path / "outputs", "contrast") / "contrast_summary.json").read_text())["planted"]
+
+
+@pytest.mark.slow
+def test_smollm2_ranks_planted_tokens_first(cli, tmp_path: Path) -> None:
+    planted = _planted(cli, tmp_path)
+    assert planted["auc"] > 0.85, planted
+    assert planted["mean_pir_planted"] > 2.0 > planted["mean_pir_other"], planted
+
+
+@pytest.mark.slow
+def test_smollm2_control_shuffled_profiles_collapses_to_chance(cli, tmp_path: Path) -> None:
+    planted = _planted(cli, tmp_path, "contrast.shuffle_profiles=true")
+    assert 0.35 < planted["auc"] < 0.65, planted
+    assert abs(planted["mean_pir_planted"]) < 1.0, planted
