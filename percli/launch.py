@@ -1,0 +1,207 @@
+"""Parent side of `percli train`: train in this process, or spawn `accelerate launch` workers.
+
+The CLI has already composed, validated and saved the resolved config as run_dir/config.yaml. Workers
+(`python -m percli.worker <run_dir>`) read that file; they never re-run Hydra, so launcher arguments such
+as `--local_rank` cannot reach it, and every process trains on exactly the saved config.
+
+- launcher=local: one process, here (GPU if visible, else CPU).
+- launcher=ddp: `accelerate launch --multi_gpu`: NCCL on GPUs, gloo on CPU (workers use
+  `Accelerator(cpu=True)`; `--cpu` would silently run ONE process, DESIGN.md §2).
+- launcher=deepspeed: `accelerate launch --use_deepspeed` with run_dir/deepspeed_config.json, the ZeRO
+  template completed from train.* (written here, so what ran is on disk).
+
+`launcher.num_processes` counts processes per machine; multi-node runs start the same command on every
+machine with its own `launcher.machine_rank` and the same `main_process_ip/port`. Every worker asserts
+the world size it expects (percli.train.make_accelerator). A worker's error reaches the user as the one
+line it raised, with the workers' exit code.
+
+Preemption: SIGTERM / SIGUSR1 to this parent writes run_dir/.stop; the workers poll it at every step
+boundary, save a checkpoint and exit (workers also handle the signals themselves).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+
+from percli.errors import ConfigError, EnvironmentProblem, PercliError
+from percli.io import atomic_write_json, atomic_write_text
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+STOP_FILE = ".stop"
+ERRORS_DIR = ".worker-errors"
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+class WorkerFailed(PercliError):
+    """A worker's failure, re-raised in the parent with the workers' exit code."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def world_size(cfg: DictConfig) -> int:
+    launcher = cfg.launcher
+    return 1 if launcher.name == "local" else int(launcher.num_processes) * int(launcher.num_machines)
+
+
+def precision(cfg: DictConfig) -> str:
+    """`bf16` (mixed precision / DeepSpeed bf16) or `no` (fp32)."""
+    choice = cfg.launcher.mixed_precision
+    gpu_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if choice == "auto":
+        return "bf16" if gpu_bf16 else "no"
+    if choice == "bf16" and not gpu_bf16:
+        raise EnvironmentProblem("launcher.mixed_precision=bf16 needs a bf16-capable GPU and none is visible; "
+                                 "use launcher.mixed_precision=auto (fp32 on CPU)")
+    return choice
+
+
+def check_launcher(cfg: DictConfig) -> None:
+    """Cross-key launcher checks that the per-key rules of percli.config cannot express."""
+    launcher = cfg.launcher
+    if launcher.name == "local" and (launcher.num_processes != 1 or launcher.num_machines != 1):
+        raise ConfigError(f"launcher=local runs one process (got launcher.num_processes={launcher.num_processes}, "
+                          f"num_machines={launcher.num_machines}); use launcher=ddp or launcher=deepspeed")
+    if launcher.machine_rank >= launcher.num_machines:
+        raise ConfigError(f"launcher.machine_rank={launcher.machine_rank} must be below "
+                          f"launcher.num_machines={launcher.num_machines}")
+    if launcher.num_machines > 1 and not launcher.main_process_ip:
+        raise ConfigError(f"launcher.num_machines={launcher.num_machines} needs launcher.main_process_ip "
+                          "(the address of machine_rank 0), the same on every machine")
+    if launcher.name == "deepspeed":
+        if launcher.zero_stage == 3 and cfg.model.lora.enabled:
+            raise ConfigError("model.lora.enabled=true with launcher.zero_stage=3 is not supported (the merged "
+                              "export needs unsharded weights); use launcher.zero_stage=2")
+        if world_size(cfg) > 1 and not torch.cuda.is_available():
+            raise EnvironmentProblem(
+                f"launcher=deepspeed with {world_size(cfg)} processes needs GPUs (accelerate + DeepSpeed runs one "
+                "process on CPU); use launcher.num_processes=1, or launcher=ddp for multi-process CPU training")
+        if launcher.deepspeed_config and not Path(launcher.deepspeed_config).is_file():
+            raise ConfigError(f"launcher.deepspeed_config={launcher.deepspeed_config} does not exist; "
+                              "give the path of a DeepSpeed JSON file, or null for the zero2/zero3 template")
+
+
+def deepspeed_config(cfg: DictConfig) -> dict[str, Any]:
+    """The DeepSpeed JSON the workers use: a ZeRO template completed from train.* and the precision."""
+    launcher, train = cfg.launcher, cfg.train
+    template = launcher.deepspeed_config or CONF_DIR / "launcher" / "deepspeed" / (
+        "zero3.json" if launcher.zero_stage == 3 else "zero2.json")
+    ds = json.loads(Path(template).read_text(encoding="utf-8"))
+    if not launcher.deepspeed_config:  # a user's own file keeps its zero_optimization as written
+        zero = ds["zero_optimization"]
+        zero["stage"] = int(launcher.zero_stage)
+        if launcher.offload:
+            zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+            if launcher.zero_stage == 3:
+                zero["offload_param"] = {"device": "cpu", "pin_memory": True}
+    ds["train_micro_batch_size_per_gpu"] = int(train.batch_size)
+    ds["gradient_accumulation_steps"] = int(train.grad_accum)
+    ds["train_batch_size"] = int(train.batch_size) * int(train.grad_accum) * world_size(cfg)
+    # 0 = no clipping; DeepSpeed still computes the norm and skips a step whose gradient is not finite.
+    ds["gradient_clipping"] = float(train.max_grad_norm) if train.max_grad_norm else 0.0
+    ds["bf16"] = {"enabled": precision(cfg) == "bf16"}
+    ds.pop("fp16", None)
+    return ds
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def accelerate_command(cfg: DictConfig, run_dir: Path) -> list[str]:
+    """`accelerate launch ... -m percli.worker <run_dir>` for launcher=ddp|deepspeed."""
+    launcher = cfg.launcher
+    port = launcher.main_process_port or (29500 if launcher.num_machines > 1 else _free_port())
+    cmd = [sys.executable, "-m", "accelerate.commands.launch",
+           "--num_processes", str(world_size(cfg)),
+           "--num_machines", str(launcher.num_machines),
+           "--machine_rank", str(launcher.machine_rank),
+           "--main_process_port", str(port),
+           "--mixed_precision", precision(cfg),
+           "--dynamo_backend", "no"]
+    if launcher.num_machines > 1:
+        cmd += ["--main_process_ip", str(launcher.main_process_ip)]
+    if launcher.name == "ddp":
+        cmd += ["--multi_gpu"]
+    elif launcher.name == "deepspeed":
+        cmd += ["--use_deepspeed", "--deepspeed_config_file", str(run_dir / "deepspeed_config.json"),
+                "--zero3_init_flag", "true" if launcher.zero_stage == 3 else "false"]
+        if world_size(cfg) > 1:
+            cmd += ["--multi_gpu"]
+        if launcher.num_machines > 1:
+            cmd += ["--deepspeed_multinode_launcher", "standard"]
+    return cmd + ["-m", "percli.worker", str(run_dir)]
+
+
+def launch(cfg: DictConfig, run_dir: Path) -> None:
+    """Train with cfg.launcher; returns when training ended, raises the workers' error otherwise."""
+    from percli.train import train
+
+    run_dir = Path(run_dir)
+    check_launcher(cfg)
+    (run_dir / STOP_FILE).unlink(missing_ok=True)
+    if cfg.launcher.name == "local":
+        train(cfg, run_dir)
+        return
+    if cfg.launcher.name == "deepspeed":
+        atomic_write_json(run_dir / "deepspeed_config.json", deepspeed_config(cfg))
+    cmd = accelerate_command(cfg, run_dir)
+    atomic_write_text(run_dir / "launch_command.txt", " ".join(cmd) + "\n")
+    errors = run_dir / ERRORS_DIR
+    if errors.exists():
+        for p in errors.iterdir():
+            p.unlink()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+    rc = _run_forwarding_stop_signals(cmd, env, run_dir)
+    if rc != 0:
+        raise _worker_error(run_dir, rc)
+
+
+def _run_forwarding_stop_signals(cmd: list[str], env: dict[str, str], run_dir: Path) -> int:
+    """Run the launcher; a SIGTERM/SIGUSR1 meanwhile asks the workers (via run_dir/.stop) to checkpoint."""
+    def request_stop(signum, _frame) -> None:
+        atomic_write_text(run_dir / STOP_FILE, f"{signum}\n")
+
+    previous = {}
+    try:
+        for sig in STOP_SIGNALS:
+            previous[sig] = signal.signal(sig, request_stop)
+    except ValueError:  # not the main thread: no forwarding, the workers still handle their own signals
+        pass
+    try:
+        return subprocess.run(cmd, env=env, cwd=REPO_ROOT).returncode
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _worker_error(run_dir: Path, rc: int) -> PercliError:
+    """The first worker's own one-line error, or a pointer to the log when a worker died without one."""
+    reports = sorted((run_dir / ERRORS_DIR).glob("rank-*.json"), key=lambda p: int(p.stem.split("-")[1])) \
+        if (run_dir / ERRORS_DIR).is_dir() else []
+    for path in reports:
+        try:
+            report = json.loads(path.read_text(encoding="utf-8"))
+            return WorkerFailed(report["message"], int(report.get("exit_code", rc)) or rc)
+        except (OSError, ValueError, KeyError):
+            continue
+    return WorkerFailed(f"training workers exited with status {rc} without an error report (killed, or out "
+                        f"of memory?); see the output above and {run_dir}", rc if 0 < rc < 256 else 1)
+
+
+def record_worker_error(run_dir: Path, rank: int, message: str, exit_code: int) -> None:
+    atomic_write_json(Path(run_dir) / ERRORS_DIR / f"rank-{rank}.json", {"message": message, "exit_code": exit_code})
