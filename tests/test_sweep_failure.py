@@ -1,0 +1,34 @@
+"""A 2-job multirun on `tiny` where one job fails at run time: the other finishes, and the table shows both."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def test_failed_sweep_job_is_recorded_and_the_table_still_builds(cli, tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    # Job 1 (data.source=local without data.path) composes and validates, then fails when it loads data.
+    result = cli("train", "-m", "debug=smoke", "data.source=synthetic,local", f"hydra.sweep.dir={sweep}")
+    assert result.returncode == 1, result.stderr
+    assert "1 job(s) failed: job 1: data.source=local needs data.path=DIR" in result.stderr
+
+    assert json.loads((sweep / "0" / "status.json").read_text()) == {"status": "ok"}
+    failed = json.loads((sweep / "1" / "status.json").read_text())
+    assert (failed["status"], failed["exit_code"]) == ("failed", 1)
+    assert failed["error"].startswith("data.source=local needs data.path=DIR")
+    metrics = json.loads((sweep / "0" / "metrics.json").read_text())
+    assert {"rouge1", "rougeL", "meteor"} <= set(metrics)
+
+    results = tmp_path / "results"
+    table = cli("table", f"table.runs={sweep}", f"table.out_dir={results}")
+    assert table.returncode == 0, table.stderr
+    md = (results / "table.md").read_text()
+    # Both jobs are the same cell (tiny / PerCE / Review): job 0's scores, with job 1's failure footnoted.
+    row = next(line for line in md.splitlines() if line.startswith("| tiny | PerCE |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    expected = [f"{metrics[k] * 100:.2f} [1]" for k in ("rouge1", "rougeL", "meteor")]
+    assert cells[2:5] == expected
+    assert (f"[1] run {sweep / '1'} failed: data.source=local needs data.path=DIR") in md
+    assert f"the cell shows run {sweep / '0'}" in md
+    assert (results / "table.csv").is_file() and (results / "table.tex").is_file()
