@@ -1,0 +1,145 @@
+"""`percli eval`: generation with tiny and SmolLM2, files and metric keys, batched == batch-1 greedy."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import only_run_dir
+
+from percli.errors import DataError
+from percli.evaluation import (
+    _left_pad,
+    eval_prompt_ids,
+    evaluate_model,
+    generate,
+    planted_recall,
+    read_predictions,
+)
+from percli.preflight import compose_config
+
+# Small synthetic eval sets: the test split has max(1, examples_per_user // 2) examples per user.
+SMALL = ["data.num_users=2", "data.examples_per_user=2", "retriever.k=1"]
+METRIC_KEYS = {"rouge1", "rouge2", "rougeL", "rougeLsum", "meteor"}
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_left_pad():
+    ids, mask = _left_pad([[5, 6, 7], [9]], pad_id=0)
+    assert ids.tolist() == [[5, 6, 7], [0, 0, 9]]
+    assert mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+
+
+def test_planted_recall_counts_whole_words_case_insensitively():
+    words = ["zorbleck", "quaith", "drumvek"]
+    assert planted_recall("My Zorbleck and my quaith's lid.", words) == pytest.approx(2 / 3)
+    assert planted_recall("zorblecks drumvekx", words) == 0.0  # not whole words
+    assert planted_recall("drumvek, quaith, zorbleck", words) == 1.0
+
+
+def test_read_predictions_validates(tmp_path: Path):
+    good = tmp_path / "p.jsonl"
+    good.write_text('{"name": "a", "prediction": "x", "reference": "y"}\n\n{"prediction": "", "reference": "z"}\n')
+    assert read_predictions(good) == [{"id": "a", "prediction": "x", "reference": "y"},
+                                      {"id": "3", "prediction": "", "reference": "z"}]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prediction": "x", "reference": "y"}\n{"prediction": "x"}\n')
+    with pytest.raises(DataError, match=r"bad.jsonl:2 needs string fields 'prediction' and 'reference'"):
+        read_predictions(bad)
+    bad.write_text('{"prediction": "x", "reference": "y"}\nnot json\n')
+    with pytest.raises(DataError, match=r"bad.jsonl:2 is not valid JSON"):
+        read_predictions(bad)
+
+
+def test_cli_missing_predictions_file_is_one_line_exit_1(cli, tmp_path: Path):
+    proc = cli("eval", f"eval.predictions={tmp_path / 'nope.jsonl'}")
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith("percli: error: eval.predictions=")
+    assert "does not exist" in proc.stderr
+
+
+def test_cli_vllm_backend_without_vllm_fails_cleanly(cli):
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vllm is installed here; this checks the message when it is not")
+    proc = cli("eval", "eval.backend=vllm", *SMALL)
+    assert proc.returncode == 1
+    assert "eval.backend=vllm needs vLLM, which is not installed here" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_cli_tiny_generates_and_scores(cli, tmp_path: Path):
+    proc = cli("eval", "model=tiny", *SMALL, "eval.max_new_tokens=4", "eval.batch_size=2")
+    assert proc.returncode == 0, proc.stderr
+    run_dir = only_run_dir(tmp_path / "outputs", "eval")
+    assert {"config.yaml", "status.json", "metrics.json", "predictions.jsonl", "scores.jsonl"} <= {
+        p.name for p in run_dir.iterdir()}
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert METRIC_KEYS | {"planted_recall", "num_examples", "split", "task", "generation"} <= set(metrics)
+    assert (metrics["num_examples"], metrics["split"], metrics["task"], metrics["model"]) == (2, "test", "review", "tiny")
+    gen = metrics["generation"]
+    assert (gen["backend"], gen["batch_size"], gen["max_new_tokens"], gen["prompts"]) == ("hf", 2, 4, 2)
+    assert 2 <= gen["new_tokens"] <= 8 and gen["tokens_per_s"] > 0
+    rows = _lines(run_dir / "predictions.jsonl")
+    assert [r["id"] for r in rows] == ["review-test-u000-0", "review-test-u001-0"]
+    assert all(set(r) == {"id", "prediction", "reference", "planted_words"} and len(r["planted_words"]) == 3
+               for r in rows)
+    assert [s["id"] for s in _lines(run_dir / "scores.jsonl")] == [r["id"] for r in rows]
+    assert "percli: eval on 2 examples (mean): rouge1" in proc.stdout
+
+
+def test_evaluate_model_sampling_is_seeded_and_private(tmp_path: Path):
+    from percli.data.longlamp import load_examples
+    from percli.models import load_model_and_tokenizer
+
+    cfg = compose_config("eval", ["model=tiny", *SMALL, "eval.max_new_tokens=6", "eval.do_sample=true",
+                                  "eval.temperature=1.5", "eval.max_examples=1"])
+    model, tok = load_model_and_tokenizer(cfg.model, seed=0)
+    examples = load_examples(cfg, "test", verbose=False)
+    torch.manual_seed(42)
+    state = torch.get_rng_state()
+    a = evaluate_model(model, tok, examples, cfg, tmp_path / "a")
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's torch RNG is untouched
+    b = evaluate_model(model, tok, examples, cfg, tmp_path / "b")
+    assert a["num_examples"] == 1 and METRIC_KEYS <= set(a)
+    assert {k: b[k] for k in METRIC_KEYS} == {k: a[k] for k in METRIC_KEYS}
+    texts = [_lines(tmp_path / d / "predictions.jsonl")[0]["prediction"] for d in ("a", "b")]
+    assert texts[0] == texts[1] != ""
+    prompt_ids, _ = eval_prompt_ids(examples[:1], tok, int(cfg.data.max_prompt_tokens))
+    other = generate(model, tok, prompt_ids, batch_size=1, max_new_tokens=6, do_sample=True, temperature=1.5,
+                     seed=1, progress=False)
+    assert other.texts[0] != texts[0]
+
+
+@pytest.mark.slow
+def test_cli_smollm2_generates_and_scores(cli, tmp_path: Path):
+    proc = cli("eval", "model=smollm2-135m", *SMALL, "eval.max_new_tokens=8")
+    assert proc.returncode == 0, proc.stderr
+    run_dir = only_run_dir(tmp_path / "outputs", "eval")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert METRIC_KEYS | {"planted_recall"} <= set(metrics) and metrics["model"] == "smollm2-135m"
+    rows = _lines(run_dir / "predictions.jsonl")
+    assert len(rows) == 2 and all(r["prediction"].strip() for r in rows)  # a real LM says something
+
+
+@pytest.mark.slow
+def test_smollm2_batched_greedy_equals_batch_1():
+    from percli.data.longlamp import load_examples
+    from percli.models import load_model_and_tokenizer
+
+    cfg = compose_config("eval", ["model=smollm2-135m", "data.num_users=4", "data.examples_per_user=2",
+                                  "retriever.k=1"])
+    model, tok = load_model_and_tokenizer(cfg.model, seed=0)
+    examples = load_examples(cfg, "test", verbose=False)
+    prompt_ids, _ = eval_prompt_ids(examples, tok, int(cfg.data.max_prompt_tokens))
+    assert len(prompt_ids) == 4 and len({len(p) for p in prompt_ids}) > 1  # real padding in the batch
+    one = generate(model, tok, prompt_ids, batch_size=1, max_new_tokens=16, progress=False)
+    batched = generate(model, tok, prompt_ids, batch_size=4, max_new_tokens=16, progress=False)
+    assert batched.texts == one.texts
+    assert batched.new_tokens == one.new_tokens
+    assert all(t for t in one.texts)
