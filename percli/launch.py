@@ -93,6 +93,16 @@ def check_launcher(cfg: DictConfig) -> None:
                               "give the path of a DeepSpeed JSON file, or null for the zero2/zero3 template")
 
 
+def check_resume(cfg: DictConfig, run_dir: Path) -> None:
+    """Refuse, before any model loads, to resume a checkpoint whose run had other result-affecting values."""
+    from percli import checkpoint as ckpt_lib
+
+    ckpt = ckpt_lib.resolve_resume(cfg.train.resume, run_dir)
+    if ckpt is not None:
+        saved = ckpt_lib.read_trainer_state(ckpt)["fingerprint"]
+        ckpt_lib.check_compatible(saved, ckpt_lib.fingerprint(cfg, world_size(cfg), precision(cfg)), ckpt)
+
+
 def deepspeed_config(cfg: DictConfig) -> dict[str, Any]:
     """The DeepSpeed JSON the workers use: a ZeRO template completed from train.* and the precision."""
     launcher, train = cfg.launcher, cfg.train
@@ -153,6 +163,7 @@ def launch(cfg: DictConfig, run_dir: Path) -> None:
 
     run_dir = Path(run_dir)
     check_launcher(cfg)
+    check_resume(cfg, run_dir)
     (run_dir / STOP_FILE).unlink(missing_ok=True)
     if cfg.launcher.name == "local":
         train(cfg, run_dir)

@@ -20,6 +20,7 @@ bf16 on GPU (accelerate autocast with fp32 master weights, or DeepSpeed bf16), f
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import signal
@@ -87,6 +88,12 @@ def evaluate_final(cfg: DictConfig, run_dir: Path) -> dict:
     from percli.data.longlamp import load_examples
 
     evaluation = _evaluation_module()
+    final = ckpt_lib.checkpoints_dir(run_dir) / ckpt_lib.FINAL
+    if cfg.eval.backend == "vllm":  # vLLM loads the checkpoint itself: the eval command on model.path=final
+        eval_cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+        eval_cfg.model.path = str(final)
+        evaluation.run(eval_cfg, run_dir)
+        return json.loads((Path(run_dir) / "metrics.json").read_text(encoding="utf-8"))
     model, tokenizer = load_final(cfg, run_dir)
     examples = load_examples(cfg, cfg.eval.split)
     return evaluation.evaluate_model(model, tokenizer, examples, cfg, run_dir)

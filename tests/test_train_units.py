@@ -1,0 +1,227 @@
+"""Training engine pieces that need no model: LR schedule, data order, checkpoint bookkeeping, resume
+compatibility, launch commands, DeepSpeed config, tracking, loss plot."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from percli import checkpoint as ckpt_lib
+from percli.errors import ConfigError
+from percli.launch import accelerate_command, check_launcher, deepspeed_config, world_size
+from percli.preflight import compose_config
+from percli.tracking import Tracker, plot_loss
+from percli.train import StepSampler, lr_at
+
+
+def _train_cfg(**kw):
+    base = {"lr": 1.0, "warmup_ratio": 0.2, "lr_scheduler": "cosine"}
+    return OmegaConf.create({**base, **kw})
+
+
+def test_lr_schedule_values():
+    # total 10, warmup ceil(0.2 * 10) = 2: 0.5, 1.0, then cosine over the remaining 8 steps.
+    cos = [lr_at(s, 10, _train_cfg()) for s in range(10)]
+    assert cos[:3] == [0.5, 1.0, 1.0]
+    assert cos[4] == pytest.approx(0.5 * (1 + math.cos(math.pi * 2 / 8)))
+    assert cos[6] == pytest.approx(0.5)
+    lin = [lr_at(s, 10, _train_cfg(lr_scheduler="linear")) for s in range(10)]
+    assert lin[2:] == pytest.approx([1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125])
+    const = [lr_at(s, 10, _train_cfg(lr_scheduler="constant", warmup_ratio=0.0)) for s in range(10)]
+    assert const == [1.0] * 10
+
+
+def test_step_sampler_same_rows_for_same_global_batch():
+    lengths = list(range(10, 27))  # 17 rows: global batch 4 -> 4 steps per epoch, 1 row dropped
+    one = StepSampler(lengths, batch_size=4, grad_accum=1, world=1, seed=3)
+    two = StepSampler(lengths, batch_size=2, grad_accum=1, world=2, seed=3)
+    acc = StepSampler(lengths, batch_size=2, grad_accum=2, world=1, seed=3)
+    assert one.steps_per_epoch == two.steps_per_epoch == acc.steps_per_epoch == 4
+    for step in range(9):  # across two epoch boundaries
+        rows = one.micro_batches(step, 0)[0]
+        assert two.micro_batches(step, 0)[0] + two.micro_batches(step, 1)[0] == rows
+        assert acc.micro_batches(step, 0)[0] + acc.micro_batches(step, 0)[1] == rows
+    epoch0 = [i for s in range(4) for i in one.micro_batches(s, 0)[0]]
+    epoch1 = [i for s in range(4, 8) for i in one.micro_batches(s, 0)[0]]
+    assert len(set(epoch0)) == 16 and len(set(epoch1)) == 16 and epoch0 != epoch1
+    # A pure function of (seed, step): a fresh sampler (a resumed run) agrees.
+    assert StepSampler(lengths, 4, 1, 1, seed=3).micro_batches(6, 0) == one.micro_batches(6, 0)
+    assert StepSampler(lengths, 4, 1, 1, seed=4).micro_batches(0, 0) != one.micro_batches(0, 0)
+
+
+def _fake_ckpt(run_dir: Path, step: int, fingerprint: dict | None = None, complete: bool = True) -> Path:
+    path = run_dir / "checkpoints" / f"step-{step}"
+    path.mkdir(parents=True)
+    if complete:
+        (path / ckpt_lib.STATE_FILE).write_text(json.dumps({"step": step, "fingerprint": fingerprint or {}}))
+    return path
+
+
+def test_latest_checkpoint_skips_incomplete_and_temp(tmp_path):
+    _fake_ckpt(tmp_path, 2)
+    _fake_ckpt(tmp_path, 10)
+    _fake_ckpt(tmp_path, 12, complete=False)  # killed before trainer_state.json: not a checkpoint
+    (tmp_path / "checkpoints" / ".tmp-step-14").mkdir()
+    assert [s for s, _ in ckpt_lib.list_checkpoints(tmp_path)] == [2, 10]
+    assert ckpt_lib.latest_checkpoint(tmp_path).name == "step-10"
+    assert ckpt_lib.resolve_resume("auto", tmp_path).name == "step-10"
+    assert ckpt_lib.resolve_resume(str(tmp_path), tmp_path / "elsewhere").name == "step-10"
+    assert ckpt_lib.resolve_resume(str(tmp_path / "checkpoints" / "step-2"), tmp_path).name == "step-2"
+    assert ckpt_lib.resolve_resume(None, tmp_path) is None
+    assert ckpt_lib.resolve_resume("auto", tmp_path / "fresh") is None
+    with pytest.raises(ConfigError, match=r"train.resume=.*step-12 is neither a checkpoint"):
+        ckpt_lib.resolve_resume(str(tmp_path / "checkpoints" / "step-12"), tmp_path)
+
+
+def test_prune_keeps_newest(tmp_path):
+    for s in (2, 4, 6):
+        _fake_ckpt(tmp_path, s)
+    (tmp_path / "checkpoints" / ".tmp-step-4").mkdir()  # leftover of a killed save, older than step-6
+    (tmp_path / "checkpoints" / ".tmp-step-8").mkdir()  # may be a save in progress: kept
+    ckpt_lib.prune(tmp_path, keep_last=2)
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [".tmp-step-8", "step-4", "step-6"]
+
+
+def test_fingerprint_and_compatibility():
+    cfg = compose_config("train", ["debug=smoke"])
+    fp = ckpt_lib.fingerprint(cfg, world_size=1, precision="no")
+    assert fp["train.lr"] == 1e-3 and fp["model.name"] == "tiny" and fp["loss.name"] == "perce"
+    assert fp["world_size"] == 1 and "train.save_every" not in fp and "model.gradient_checkpointing" not in fp
+    same = ckpt_lib.fingerprint(compose_config("train", ["debug=smoke", "train.save_every=7", "logger=wandb",
+                                                         "model.gradient_checkpointing=true"]), 1, "no")
+    ckpt_lib.check_compatible(fp, same, Path("ck"))  # bookkeeping changes resume fine
+    lr = ckpt_lib.fingerprint(compose_config("train", ["debug=smoke", "train.lr=2e-3"]), 1, "no")
+    with pytest.raises(ConfigError) as e:
+        ckpt_lib.check_compatible(fp, lr, Path("ck"))
+    assert str(e.value) == ("cannot resume from ck: train.lr changed from 0.001 to 0.002; resume with the "
+                            "checkpoint's values, or start a new run without train.resume")
+    two = ckpt_lib.fingerprint(cfg, world_size=2, precision="no")
+    with pytest.raises(ConfigError, match="world_size changed from 1 to 2"):
+        ckpt_lib.check_compatible(fp, two, Path("ck"))
+
+
+def test_ddp_command_never_uses_cpu_flag(tmp_path):
+    cfg = compose_config("train", ["launcher=ddp", "launcher.num_processes=2"])
+    cmd = accelerate_command(cfg, tmp_path)
+    assert cmd[:3] == [sys.executable, "-m", "accelerate.commands.launch"]
+    assert "--multi_gpu" in cmd and "--cpu" not in cmd and "--use_deepspeed" not in cmd
+    assert cmd[cmd.index("--num_processes") + 1] == "2"
+    assert cmd[-3:] == ["-m", "percli.worker", str(tmp_path)]
+
+
+def test_multinode_command_passes_settings(tmp_path):
+    cfg = compose_config("train", ["launcher=deepspeed", "launcher.num_processes=8", "launcher.num_machines=2",
+                                   "launcher.machine_rank=1", "launcher.main_process_ip=10.0.0.1",
+                                   "launcher.zero_stage=3"])
+    assert world_size(cfg) == 16
+    cmd = accelerate_command(cfg, tmp_path)
+    for flag, value in [("--num_processes", "16"), ("--num_machines", "2"), ("--machine_rank", "1"),
+                        ("--main_process_ip", "10.0.0.1"), ("--main_process_port", "29500"),
+                        ("--zero3_init_flag", "true"), ("--deepspeed_multinode_launcher", "standard"),
+                        ("--deepspeed_config_file", str(tmp_path / "deepspeed_config.json"))]:
+        assert cmd[cmd.index(flag) + 1] == value
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["launcher.num_processes=2"], "launcher=local runs one process (got launcher.num_processes=2, num_machines=1); "
+                                   "use launcher=ddp or launcher=deepspeed"),
+    (["launcher=ddp", "launcher.num_machines=2"], "launcher.num_machines=2 needs launcher.main_process_ip"),
+    (["launcher=ddp", "launcher.machine_rank=1"], "launcher.machine_rank=1 must be below launcher.num_machines=1"),
+    (["launcher=deepspeed", "launcher.zero_stage=3", "model.lora.enabled=true"],
+     "model.lora.enabled=true with launcher.zero_stage=3 is not supported"),
+])
+def test_launcher_cross_checks(overrides, message):
+    with pytest.raises(ConfigError) as e:
+        check_launcher(compose_config("train", overrides))
+    assert str(e.value).startswith(message)
+
+
+def test_deepspeed_config_completed_from_train_keys():
+    cfg = compose_config("train", ["launcher=deepspeed", "launcher.zero_stage=3", "launcher.offload=true",
+                                   "train.batch_size=2", "train.grad_accum=4", "train.max_grad_norm=0.5"])
+    ds = deepspeed_config(cfg)
+    assert ds["zero_optimization"]["stage"] == 3
+    assert ds["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
+    assert ds["zero_optimization"]["offload_param"]["device"] == "cpu"
+    assert ds["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] is True
+    assert (ds["train_micro_batch_size_per_gpu"], ds["gradient_accumulation_steps"], ds["train_batch_size"]) == (2, 4, 8)
+    assert ds["gradient_clipping"] == 0.5
+    assert ds["bf16"] == {"enabled": False}  # no GPU here: fp32
+    two = deepspeed_config(compose_config("train", ["launcher=deepspeed", "train.max_grad_norm=null"]))
+    assert two["zero_optimization"]["stage"] == 2 and "offload_optimizer" not in two["zero_optimization"]
+    assert two["gradient_clipping"] == 0.0
+
+
+def test_plot_loss_writes_png(tmp_path):
+    rows = [{"step": i, "loss": 3.0 - 0.1 * i, "ce_loss": 3.5 - 0.1 * i} for i in range(1, 6)]
+    path = plot_loss(rows, tmp_path / "loss.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["loss.png"]  # no temp file left
+    assert plot_loss([], tmp_path / "none.png") is None
+
+
+def test_logger_none_writes_nothing(tmp_path):
+    tracker = Tracker(compose_config("train", ["logger=none"]), tmp_path)
+    tracker.log({"step": 1, "loss": 1.0}, step=1)
+    tracker.summary({"rouge1": 0.5})
+    tracker.finish()
+    assert not tracker.active and list(tmp_path.iterdir()) == []
+
+
+def test_wandb_failure_warns_once_and_never_raises(tmp_path, monkeypatch, capsys):
+    import wandb
+
+    class Broken:
+        id = "x"
+
+        def log(self, *a, **k):
+            raise RuntimeError("network down")
+
+        def finish(self):
+            raise RuntimeError("network down")
+
+    monkeypatch.setattr(wandb, "init", lambda **kw: Broken())
+    tracker = Tracker(compose_config("train", ["logger=wandb", "logger.mode=online"]), tmp_path)
+    assert tracker.active
+    tracker.log({"step": 1, "loss": 1.0}, step=1)  # fails: warns, then the tracker is a no-op
+    tracker.log({"step": 2, "loss": 1.0}, step=2)
+    tracker.finish()
+    err = capsys.readouterr().err
+    assert err.count("percli: warning: W&B failed") == 1
+    assert "RuntimeError: network down); training goes on without it" in err
+
+    def refuse(**kw):
+        raise ValueError("bad entity")
+
+    monkeypatch.setattr(wandb, "init", refuse)
+    tracker = Tracker(compose_config("train", ["logger=wandb"]), tmp_path)
+    assert not tracker.active
+    assert "W&B failed (ValueError: bad entity)" in capsys.readouterr().err
+
+
+def test_stop_request_from_signal_and_from_parent_file(tmp_path):
+    import os
+
+    from percli.train import StopRequest
+
+    stop = StopRequest(tmp_path, watch_file=True)
+    try:
+        assert stop.poll() == 0
+        os.kill(os.getpid(), signal.SIGUSR1)  # the handler only records it: the process goes on
+        assert stop.poll() == signal.SIGUSR1
+    finally:
+        stop.restore()
+    assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL
+    (tmp_path / ".stop").write_text("15\n")  # what the launching parent writes on SIGTERM
+    other = StopRequest(tmp_path, watch_file=True)
+    other.restore()
+    assert other.poll() == signal.SIGTERM
+    ignored = StopRequest(tmp_path, watch_file=False)  # workers other than rank 0 leave the file to it
+    ignored.restore()
+    assert ignored.poll() == 0
