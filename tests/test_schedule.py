@@ -112,3 +112,37 @@ def test_build_schedule_from_config():
     assert isinstance(sched, WarmupSchedule) and sched.warmup_steps == 5 and sched.min_weight == 0.5
     sched = build_schedule(compose_config("train", []))
     assert type(sched) is Schedule and sched.loss == "perce" and sched.max_weight == 5.0
+
+
+def _periodic_rank(rank: int, world: int, port: int, queue) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        model, pairs = small_lm(seed=0), make_pairs(5, seed=6)
+        shard = pairs[rank::world]  # each rank scores only its shard, as the training loop's refresh does
+        sched = PeriodicSchedule("perce", 0.8, 5.0, every=2)
+        sched.maybe_refresh(0, model, lambda: [collate(shard[i:i + 2], "right") for i in range(0, len(shard), 2)])
+        queue.put((rank, {k: v["raw"].tolist() for k, v in sched.cache.items()}))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_periodic_refresh_merges_rank_shards_over_real_gloo():
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    queue = mp.get_context("spawn").Queue()
+    mp.start_processes(_periodic_rank, args=(2, port, queue), nprocs=2, start_method="spawn", join=True)
+    caches = dict(queue.get() for _ in range(2))
+    single = PeriodicSchedule("perce", 0.8, 5.0, every=2)
+    single.maybe_refresh(0, small_lm(seed=0), lambda: [collate(make_pairs(5, seed=6), "left")])
+    assert sorted(caches[0]) == sorted(caches[1]) == [0, 1, 2, 3, 4]  # every rank holds every example
+    for idx, entry in single.cache.items():
+        for rank in (0, 1):
+            torch.testing.assert_close(torch.tensor(caches[rank][idx]), entry["raw"], atol=1e-5, rtol=0)
