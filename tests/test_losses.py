@@ -140,28 +140,16 @@ def test_merge_stats_token_weighted():
     assert merge_stats([{**a, "pir_mean": None}])["pir_mean"] is None
 
 
-def _gloo_worker(rank: int, world: int, port: int, queue) -> None:
-    import torch.distributed as dist
-
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    try:
-        n = global_token_count(torch.tensor(3 + 4 * rank))
-        stats = merge_stats([{"pir_mean": float(rank), "weight_mean": 1.0, "clip_low": 0.0, "clip_high": 0.0,
-                              "tokens": 1 + rank}])
-        queue.put((rank, n, stats["pir_mean"], stats["tokens"]))
-    finally:
-        dist.destroy_process_group()
-
-
 def test_global_token_count_all_reduces_over_real_gloo_ranks():
     import torch.multiprocessing as mp
+    from perce_dist import token_count_worker
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    mp.start_processes(_gloo_worker, args=(2, port, queue), nprocs=2, start_method="spawn", join=True)
+    mp.start_processes(token_count_worker, args=(2, port, queue), nprocs=2, start_method="spawn", join=True)
     results = sorted(queue.get() for _ in range(2))
     # tokens 3 + 7 on every rank; pir_mean = (0*1 + 1*2) / 3
     assert results == [(0, 10, pytest.approx(2 / 3), 3), (1, 10, pytest.approx(2 / 3), 3)]
