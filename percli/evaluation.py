@@ -341,5 +341,7 @@ def run(cfg: DictConfig, run_dir: Path) -> None:
     from percli.models import load_model_and_tokenizer
 
     model, tokenizer = load_model_and_tokenizer(cfg.model, seed=int(cfg.seed))
+    if torch.cuda.is_available():  # load_model leaves the model on the CPU
+        model.to("cuda")
     evaluate_model(model, tokenizer, examples, cfg, run_dir)
 
