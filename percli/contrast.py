@@ -125,7 +125,8 @@ def response_logprobs(
     hidden = out[0][rows, cols]  # [N, H]: the only hidden states the LM head needs
     head = causal_lm.get_output_embeddings()
     softcap = getattr(causal_lm.config, "final_logit_softcapping", None)
-    use_ckpt = torch.is_grad_enabled() and hidden.requires_grad
+    # Checkpoint each chunk when a backward will follow: autograd then keeps the chunk's inputs, not its logits.
+    use_ckpt = torch.is_grad_enabled() and (hidden.requires_grad or any(p.requires_grad for p in head.parameters()))
     logps, ents = [], []
     for s in range(0, hidden.shape[0], chunk_size):
         args = (head, hidden[s:s + chunk_size], target[s:s + chunk_size], softcap, with_entropy)
