@@ -110,7 +110,8 @@ def generate(
     bar = tqdm(total=len(order), unit="ex", desc="generate", disable=not progress, file=sys.stderr)
     start = time.perf_counter()
     try:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.inference_mode():
+        # manual_seed also seeds every CUDA device, so fork them all to leave the caller's RNG untouched.
+        with torch.random.fork_rng(devices=list(range(torch.cuda.device_count()))), torch.inference_mode():
             torch.manual_seed(seed)
             for b in range(0, len(order), batch_size):
                 idx = order[b:b + batch_size]
