@@ -1,0 +1,437 @@
+"""Seeded LongLaMP-schema records with planted personal words, for all three tasks, offline.
+
+Each user owns a few invented, pronounceable, lower-case words ("zorbleck"): the names of their gadgets,
+methods or friends. They appear in most of the user's profile items (main text) and in every target, inside
+otherwise generic, fluent English in the task's style. A pretrained LM can then only predict those target
+tokens well when it sees the profile, which makes them a known ground truth for PIR: the truth records
+give each planted word's exact character span in `output`.
+
+The words are lower-case letters only, so they survive the Contriever-style lower-casing decode of profile
+items unchanged, and they are rejected if bert-base-uncased knows them as one word piece (real words).
+Generic sentences come from a combinatorial grammar with many templates, so a target rarely repeats a
+profile sentence verbatim: the profile helps on the planted words, not on the filler.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from percli.io import atomic_write_jsonl
+
+SPLITS = ("train", "val", "test")
+USER_FIELD = {"review": "reviewerId", "abstract": "name", "topic": "author"}
+WORDS_PER_USER = 3
+
+_ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "gl", "kr",
+           "pl", "qu", "sk", "st", "th", "tr", "vr", "zh")
+_NUCLEI = ("a", "e", "i", "o", "u", "ai", "ea", "oo", "ou")
+_MID_CODAS = ("", "", "", "l", "m", "n", "r", "s")
+_END_CODAS = ("l", "m", "n", "r", "x", "ck", "nd", "rb", "sh", "th", "lt", "sk", "ril", "mir", "vek")
+
+# ----------------------------------------------------------------------------------------------------
+# Review grammar: products (noun, description, aspects), opinions by sentiment.
+_PRODUCTS = (
+    ("kettle", "Stainless steel electric kettle, 1.7 liters, with auto shut-off", ("heating speed", "handle", "lid")),
+    ("blender", "High-speed countertop blender with a 64 oz pitcher", ("motor", "pitcher", "noise level")),
+    ("backpack", "Water-resistant travel backpack with a padded laptop sleeve", ("zippers", "straps", "pockets")),
+    ("desk lamp", "LED desk lamp with adjustable brightness and color temperature", ("brightness", "base", "arm")),
+    ("headphones", "Wireless over-ear headphones with noise cancelling", ("sound quality", "battery life", "ear cups")),
+    ("coffee grinder", "Burr coffee grinder with 18 grind settings", ("grind consistency", "hopper", "noise level")),
+    ("yoga mat", "Non-slip yoga mat, 6 mm thick, with carrying strap", ("grip", "thickness", "smell")),
+    ("water bottle", "Insulated stainless steel water bottle, 32 oz", ("lid", "insulation", "finish")),
+    ("cast iron skillet", "Pre-seasoned 12 inch cast iron skillet", ("seasoning", "weight", "handle")),
+    ("phone case", "Shockproof phone case with a raised camera lip", ("grip", "buttons", "fit")),
+    ("rice cooker", "Programmable rice cooker with a steaming basket", ("timer", "inner pot", "display")),
+    ("garden hose", "Expandable 50 ft garden hose with a spray nozzle", ("nozzle", "connectors", "length")),
+    ("wall clock", "Silent quartz wall clock, 12 inch", ("ticking", "numbers", "frame")),
+    ("bike light", "Rechargeable USB bike light set, front and rear", ("brightness", "mount", "battery life")),
+    ("cutting board", "Bamboo cutting board set of three", ("surface", "size", "juice groove")),
+    ("keyboard", "Compact mechanical keyboard with brown switches", ("key feel", "keycaps", "cable")),
+)
+_POS_ADJ = ("excellent", "really solid", "better than expected", "great", "impressive", "sturdy", "reliable")
+_NEG_ADJ = ("flimsy", "disappointing", "cheap", "worse than advertised", "unreliable", "awkward")
+_SUMMARIES = {
+    "pos": ("Works great", "Exactly what I needed", "Great value", "Love it", "Solid purchase",
+            "Highly recommend", "Does the job well"),
+    "mid": ("Decent but not perfect", "Okay for the price", "Some good, some bad", "It is fine"),
+    "neg": ("Disappointed", "Not worth it", "Broke quickly", "Would not buy again", "Returned it"),
+}
+# Generic and planted sentences come in pairs of disjoint pools: even entries for profile items, odd ones
+# for targets (see `_half`), so a target never copies a profile sentence and only the planted words carry
+# over from the profile.
+_REVIEW_GENERIC = {
+    "any": (
+        "It arrived two days early and was packed well.",
+        "Shipping took a little longer than promised, but the box was intact.",
+        "I bought this {noun} {when} after reading a lot of reviews.",
+        "I ordered this {noun} {when} to replace one that finally gave up.",
+        "Cleaning it is quick, which matters a lot to me.",
+        "It is easy to store and does not take up much space.",
+        "The color is a bit different from the photos, which I do not mind.",
+        "The {aspect} is the part most people will care about, so here is my take.",
+        "I have been using it for about {small} weeks now.",
+        "The instructions were short but clear enough.",
+    ),
+    "pos": (
+        "I have used it almost every day since it arrived.",
+        "The {aspect} is {pos}, much better than I expected for the price.",
+        "Setting it up took about {small} minutes and the instructions were easy to follow.",
+        "My {relative} tried it last weekend and now wants one as well.",
+        "After {small} weeks of daily use, the {aspect} still feels {pos}.",
+        "If you are on the fence about it, I would recommend it without hesitation.",
+        "For the money, I do not think you can do much better.",
+        "I was worried about the {aspect}, but it turned out to be {pos}.",
+        "Everyone who visits asks where I got it.",
+        "The {aspect2} is a nice bonus I did not expect.",
+        "It has made my daily routine noticeably easier.",
+        "I would happily buy it again.",
+    ),
+    "mid": (
+        "The {aspect} is fine, although the {aspect2} could be better.",
+        "It does what it says, nothing more and nothing less.",
+        "So far it has been okay, with a few small annoyances.",
+        "The {aspect} felt {neg} at first, but I got used to it.",
+        "For the price it is acceptable, just do not expect miracles.",
+        "My {relative} thinks it is great, I am less convinced.",
+        "It would be a five star product if the {aspect2} were better.",
+        "Some days I love it and some days it gets on my nerves.",
+        "It is a reasonable choice if you only need the basics.",
+        "I am keeping it, but I would look around first next time.",
+    ),
+    "neg": (
+        "Within {small} weeks the {aspect} started to feel {neg}.",
+        "I wanted to like this {noun}, but the {aspect} is simply {neg}.",
+        "Customer service took a week to answer my question about a replacement.",
+        "I would not buy it again at this price.",
+        "The pictures make it look much nicer than it is in person.",
+        "I regretted the purchase almost immediately.",
+        "Even my {relative} said the {aspect} looked {neg}.",
+        "The {aspect2} stopped working properly after a few uses.",
+        "I expected a lot more given the good ratings.",
+        "Save your money and look for something else.",
+    ),
+}
+_REVIEW_PLANTED = (
+    "I keep it right next to my {w}, and the two look great together.",
+    "It pairs nicely with my {w}, which I use every single morning.",
+    "Compared to my old {w}, this one is a real step up.",
+    "I even tried it together with my {w} and it worked without any trouble.",
+    "My {w} finally has some company on the kitchen counter.",
+    "It reminded me a lot of the {w} I used to have years ago.",
+    "I packed it in the same bag as my {w} and nothing got scratched.",
+    "It fits on the shelf right above my {w}.",
+    "I use it almost as often as my trusty {w}.",
+    "My {w} is still my favorite, but this comes close.",
+)
+_WHEN = ("last month", "two months ago", "in the spring", "for my new apartment", "as a gift to myself")
+_RELATIVE = ("sister", "brother", "husband", "wife", "roommate", "mother", "neighbor", "friend")
+
+# ----------------------------------------------------------------------------------------------------
+# Abstract grammar: research topics (problem, field, techniques, metric).
+_TOPICS = (
+    ("image segmentation", "computer vision", ("graph neural networks", "contrastive pretraining"), "mean IoU"),
+    ("machine translation", "natural language processing", ("sparse attention", "back-translation"), "BLEU"),
+    ("anomaly detection", "time series analysis", ("variational autoencoders", "spectral features"), "F1 score"),
+    ("protein structure prediction", "computational biology", ("equivariant networks", "multiple sequence alignment"), "accuracy"),
+    ("recommendation", "information retrieval", ("matrix factorization", "session graphs"), "recall"),
+    ("speech recognition", "audio processing", ("self-supervised learning", "beam search"), "word error rate"),
+    ("robot grasping", "robotics", ("reinforcement learning", "tactile sensing"), "success rate"),
+    ("code generation", "software engineering", ("program synthesis", "retrieval augmentation"), "pass rate"),
+    ("traffic forecasting", "urban computing", ("temporal convolutions", "graph diffusion"), "mean absolute error"),
+    ("question answering", "natural language processing", ("dense retrieval", "knowledge distillation"), "exact match"),
+    ("climate downscaling", "earth science", ("diffusion models", "physics constraints"), "root mean squared error"),
+    ("fraud detection", "financial data mining", ("gradient boosting", "graph embeddings"), "AUC"),
+)
+_TITLE_PATTERNS = (
+    "Efficient {tech} for {problem}", "Towards Robust {problem} with {tech}", "Scaling {problem} via {tech}",
+    "A Simple Baseline for {problem}", "Rethinking {tech} in {problem}", "Learning {problem} from Limited Data",
+)
+_ABSTRACT_GENERIC = (
+    "{problem} is a central problem in {field}, yet existing methods remain expensive and brittle.",
+    "{problem} has attracted growing attention in {field} over the past few years.",
+    "In this paper, we propose a new approach to {problem} based on {tech}.",
+    "We introduce a method for {problem} that relies on {tech}.",
+    "Our method combines {tech} with {tech2} to reduce the cost of training.",
+    "The proposed model couples {tech} and {tech2} in a single architecture.",
+    "We evaluate it on {small} benchmark datasets and report consistent gains in {metric}.",
+    "On {small} public benchmarks, our approach improves {metric} over the state of the art.",
+    "Experiments show improvements of up to {pct} percent over strong baselines.",
+    "The gains are largest in the low data regime, reaching {pct} percent.",
+    "We further analyse the effect of model size and discuss the main limitations.",
+    "We also study how performance changes with the amount of training data.",
+    "The results suggest that {tech} is a practical choice for {problem}.",
+    "Our findings indicate that simple designs remain competitive for {problem}.",
+    "Prior work has mostly focused on supervised settings with abundant labels.",
+    "Most existing approaches assume access to large amounts of annotated data.",
+    "We also provide a theoretical analysis that explains when the method is expected to help.",
+    "A convergence analysis clarifies the conditions under which training is stable.",
+    "Ablation studies confirm that each component contributes to the final performance.",
+    "Extensive ablations show which design choices matter most.",
+    "Code and trained models are publicly available.",
+    "All data and code will be released upon publication.",
+    "Despite recent progress, {problem} under distribution shift remains poorly understood.",
+    "Robustness to noisy inputs remains an open question for {problem}.",
+)
+_ABSTRACT_PLANTED = (
+    "We build on our earlier {w} framework and extend it to {problem}.",
+    "The key component is a {w} module that aggregates information across scales.",
+    "As in our previous work, we use the {w} corpus for evaluation.",
+    "Unlike prior {w} models, our approach requires no labelled data.",
+    "We release the {w} toolkit to support further research.",
+    "A lightweight {w} regulariser keeps the training stable.",
+    "Our analysis relies on the {w} decomposition introduced in our earlier papers.",
+    "We compare against the {w} baseline, which we developed previously.",
+    "Training uses the {w} schedule that we proposed before.",
+    "The {w} loss plays a central role in our approach.",
+)
+
+# ----------------------------------------------------------------------------------------------------
+# Topic grammar: reddit-style first-person posts.
+_POST_SUMMARIES = (
+    "My landlord refuses to fix the heating", "I finally ran my first half marathon",
+    "How do I tell my boss I am burned out?", "Adopted a rescue dog last month",
+    "Learning to cook at thirty", "My neighbor keeps parking in my spot",
+    "I quit social media for a year", "First time camping alone",
+    "Should I move back to my hometown?", "Restoring an old bicycle",
+    "Started a vegetable garden on my balcony", "My roommate never does the dishes",
+)
+_TOPIC_GENERIC = (
+    "So this happened {when} and I still do not know how to feel about it.",
+    "This all started {when}, and I am still thinking about it.",
+    "For some context, I have been living in the same city for about {small} years now.",
+    "A bit of background: I moved here about {small} years ago for work.",
+    "My {relative} told me I was overthinking it, but I am not so sure.",
+    "My {relative} thinks I should just let it go.",
+    "Anyway, I wanted to ask if anyone here has been through something similar.",
+    "Has anyone here dealt with something like this before?",
+    "Any advice would be really appreciated.",
+    "I would love to hear how other people handled it.",
+    "Edit: thanks everyone for the kind replies, I read every single one.",
+    "Update: I took some of your advice and it actually helped.",
+    "It has honestly been one of the strangest weeks I have had in a while.",
+    "It has been a long month, to be honest.",
+    "I know this sounds minor, but it has been bothering me for days.",
+    "It is probably not a big deal, but I cannot stop thinking about it.",
+    "At first I thought it would be easy, and of course it was not.",
+    "I assumed it would take an afternoon, and it took the whole weekend.",
+    "Looking back, I should have said something much earlier.",
+    "In hindsight, there were plenty of warning signs.",
+    "I made a list of pros and cons and it did not help at all.",
+    "I even tried writing it all down, which only made me more confused.",
+    "The whole thing took about {small} hours, which was way longer than planned.",
+    "By the end of it I was exhausted but weirdly proud.",
+)
+_TOPIC_PLANTED = (
+    "My dog {w} was with me the whole time, as usual.",
+    "I called my buddy {w} right after, because he always knows what to say.",
+    "It reminded me of the summer we spent in {w} when I was a kid.",
+    "Even {w} noticed something was off, and she never notices anything.",
+    "I grabbed a coffee at {w} on the way home to clear my head.",
+    "My cousin {w} says I worry too much, and maybe that is true.",
+    "I took {w} for a long walk to think it over.",
+    "My old roommate {w} went through the same thing last year.",
+    "We ended up at {w}, our usual spot, talking until midnight.",
+    "I texted {w} about it and got a very long reply.",
+)
+_FIRST = ("Mira", "Jonas", "Aiko", "Tomasz", "Leila", "Samuel", "Ines", "Ravi", "Greta", "Omar", "Nadia", "Felix")
+_LAST = ("Okafor", "Lindqvist", "Tanaka", "Novak", "Haddad", "Moreau", "Kowalski", "Iyer", "Brennan", "Costa")
+
+
+@dataclass
+class SyntheticRecord:
+    """A hub-schema record plus its truth: the user's planted words and their spans in `output`."""
+
+    id: str
+    record: dict[str, Any]
+    planted_words: list[str]
+    spans: list[dict[str, Any]]
+
+    def truth(self) -> dict[str, Any]:
+        return {"id": self.id, "user_id": _user_of(self.record), "planted_words": self.planted_words,
+                "spans": self.spans}
+
+
+def _user_of(record: dict[str, Any]) -> str:
+    return next(str(record[f]) for f in USER_FIELD.values() if f in record)
+
+
+@lru_cache(maxsize=1)
+def _forbidden_words() -> frozenset[str]:
+    from percli.data.prompts import contriever_tokenizer
+
+    return frozenset(contriever_tokenizer().vocab)
+
+
+def invent_words(rng: random.Random, n: int, taken: set[str]) -> list[str]:
+    """`n` new pronounceable lower-case words, none a whole bert-base-uncased word piece nor in `taken`."""
+    forbidden = _forbidden_words()
+    out: list[str] = []
+    while len(out) < n:
+        syllables = rng.choice((2, 2, 3))
+        word = "".join(rng.choice(_ONSETS) + rng.choice(_NUCLEI) + rng.choice(_MID_CODAS)
+                       for _ in range(syllables - 1))
+        word += rng.choice(_ONSETS) + rng.choice(_NUCLEI) + rng.choice(_END_CODAS)
+        if 6 <= len(word) <= 12 and word not in forbidden and word not in taken:
+            taken.add(word)
+            out.append(word)
+    return out
+
+
+class _Text:
+    """Sentences joined by single spaces, remembering where each planted word lands."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.length = 0
+        self.spans: list[dict[str, Any]] = []
+
+    def add(self, sentence: str, word: str | None = None) -> None:
+        if self.parts:
+            self.length += 1
+        if word is not None:
+            start = self.length + sentence.index(word)
+            self.spans.append({"word": word, "start": start, "end": start + len(word)})
+        self.parts.append(sentence)
+        self.length += len(sentence)
+
+    def text(self) -> str:
+        return " ".join(self.parts)
+
+
+def _half(pool: Sequence[str], part: int) -> list[str]:
+    """Even entries (part 0: profile items) or odd entries (part 1: targets) of a sentence pool."""
+    return list(pool[part::2])
+
+
+def _compose(rng: random.Random, generic: Sequence[str], planted: Sequence[str], words: Sequence[str],
+             n_generic: int, slots: dict[str, Any], part: int) -> _Text:
+    """`n_generic` distinct generic sentences with one planted sentence per word, interleaved at random."""
+    plan: list[tuple[str, str | None]] = [(s, None) for s in rng.sample(_half(generic, part), n_generic)]
+    for w, template in zip(words, rng.sample(_half(planted, part), len(words))):
+        plan.insert(rng.randrange(1, len(plan) + 1), (template, w))  # never first: an opener comes first
+    text = _Text()
+    for template, w in plan:
+        fill = {k: (v(rng) if callable(v) else v) for k, v in slots.items()}
+        sentence = template.format(w=w or "", **fill)
+        text.add(sentence[0].upper() + sentence[1:], w)
+    return text
+
+
+def _sentiment(rating: float) -> str:
+    return "pos" if rating >= 4 else ("mid" if rating == 3 else "neg")
+
+
+def _review_doc(rng: random.Random, words: Sequence[str], n_generic: int, part: int
+                ) -> tuple[dict[str, Any], _Text]:
+    noun, description, aspects = rng.choice(_PRODUCTS)
+    rating = rng.choice((5.0, 5.0, 4.0, 4.0, 3.0, 2.0, 1.0))
+    mood = _sentiment(rating)
+    pair = rng.sample(list(aspects), 2)
+    slots = {"noun": noun, "aspect": pair[0], "aspect2": pair[1], "pos": lambda r: r.choice(_POS_ADJ),
+             "neg": lambda r: r.choice(_NEG_ADJ), "when": lambda r: r.choice(_WHEN),
+             "relative": lambda r: r.choice(_RELATIVE), "small": lambda r: r.choice(("two", "three", "four", "six"))}
+    generic = _REVIEW_GENERIC["any"] + _REVIEW_GENERIC[mood]
+    text = _compose(rng, generic, _REVIEW_PLANTED, words, n_generic, slots, part)
+    item = {"overall": rating, "description": description, "summary": rng.choice(_SUMMARIES[mood])}
+    return item, text
+
+
+def _abstract_doc(rng: random.Random, words: Sequence[str], n_generic: int, part: int
+                  ) -> tuple[dict[str, Any], _Text]:
+    problem, field, techs, metric = rng.choice(_TOPICS)
+    tech, tech2 = rng.sample(list(techs), 2)
+    title = rng.choice(_TITLE_PATTERNS).format(tech=tech.title(), problem=problem.title())
+    slots = {"problem": problem, "field": field, "tech": tech, "tech2": tech2,
+             "metric": metric, "small": lambda r: r.choice(("three", "four", "five", "seven")),
+             "pct": lambda r: str(r.randint(3, 19))}
+    text = _compose(rng, _ABSTRACT_GENERIC, _ABSTRACT_PLANTED, words, n_generic, slots, part)
+    return {"title": title, "keywords": [tech, tech2, metric]}, text
+
+
+def _topic_doc(rng: random.Random, words: Sequence[str], n_generic: int, part: int
+               ) -> tuple[dict[str, Any], _Text]:
+    slots = {"when": lambda r: r.choice(("last week", "yesterday", "a few days ago", "over the weekend")),
+             "relative": lambda r: r.choice(_RELATIVE), "small": lambda r: r.choice(("two", "three", "five", "ten"))}
+    text = _compose(rng, _TOPIC_GENERIC, _TOPIC_PLANTED, words, n_generic, slots, part)
+    return {"summary": rng.choice(_POST_SUMMARIES)}, text
+
+
+_DOCS = {"review": _review_doc, "abstract": _abstract_doc, "topic": _topic_doc}
+
+
+def _user_id(task: str, rng: random.Random, u: int) -> str:
+    if task == "review":
+        return "A" + "".join(rng.choice("ABCDEFGHJKLMNPQRSTUVWXYZ0123456789") for _ in range(12))
+    if task == "abstract":
+        return f"{rng.choice(_FIRST)} {rng.choice(_LAST)} {u}"
+    return f"u_{rng.choice(_FIRST).lower()}{rng.randint(10, 9999)}"
+
+
+def _profile_item(task: str, rng: random.Random, words: Sequence[str], user: str, j: int) -> dict[str, Any]:
+    meta, text = _DOCS[task](rng, words, rng.randint(3, 5), 0)
+    if task == "review":
+        return {**meta, "reviewText": text.text()}
+    if task == "abstract":
+        return {"abstract": text.text(), "id": f"{user}-p{j}", "title": meta["title"], "year": 2010 + j}
+    return {"author": user, "content": text.text(), "id": f"{user}-p{j}", "summary": meta["summary"]}
+
+
+def _target(task: str, rng: random.Random, words: Sequence[str], user: str) -> tuple[str, _Text]:
+    meta, text = _DOCS[task](rng, words, rng.randint(4, 6), 1)
+    if task == "review":
+        inp = ("Generate the review text written by a reviewer who has a given an overall rating of "
+               f'"{meta["overall"]}" for a product with description "{meta["description"]}". '
+               f'The summary of the review text is "{meta["summary"]}".')
+    elif task == "abstract":
+        items = " ".join(f"{i + 1}. {kw}" for i, kw in enumerate(meta["keywords"]))
+        inp = f'Generate the abstract for the title "{meta["title"]}" using the following items: {items}'
+    else:
+        inp = f"Generate the content for a reddit post {meta['summary']}"
+    return inp, text
+
+
+def generate(task: str, split: str, *, num_users: int, examples_per_user: int, profile_size: int,
+             seed: int) -> list[SyntheticRecord]:
+    """Records of one split. All splits share the users (LongLaMP's user setting); val/test hold
+    max(1, examples_per_user // 2) examples per user. Deterministic in (task, seed) and per-user streams."""
+    if split not in SPLITS:
+        raise ValueError(f"split {split!r} is not one of {SPLITS}")
+    if task not in _DOCS:
+        raise ValueError(f"task {task!r} is not one of {tuple(_DOCS)}")
+    word_rng = random.Random(f"percli-synthetic|{task}|{seed}|words")
+    taken: set[str] = set()
+    per_user = examples_per_user if split == "train" else max(1, examples_per_user // 2)
+    records: list[SyntheticRecord] = []
+    for u in range(num_users):
+        words = invent_words(word_rng, WORDS_PER_USER, taken)
+        user_rng = random.Random(f"percli-synthetic|{task}|{seed}|user{u}")
+        user = _user_id(task, user_rng, u)
+        # Item j names two of the three words, so any two items together name all three.
+        profile = [_profile_item(task, user_rng, [words[j % 3], words[(j + 1) % 3]], user, j)
+                   for j in range(profile_size)]
+        for e in range(per_user):
+            rng = random.Random(f"percli-synthetic|{task}|{seed}|user{u}|{split}|{e}")
+            used = rng.sample(words, rng.choice((2, 3)))
+            inp, text = _target(task, rng, used, user)
+            ex_id = f"{task}-{split}-u{u:03d}-{e}"
+            record = {"id": ex_id, USER_FIELD[task]: user, "input": inp, "output": text.text(),
+                      "profile": [dict(p) for p in profile]}
+            records.append(SyntheticRecord(ex_id, record, list(words), text.spans))
+    return records
+
+
+def write_dataset(task: str, out_dir: str | Path, *, num_users: int, examples_per_user: int,
+                  profile_size: int, seed: int) -> Path:
+    """All splits as `{split}.jsonl` (a `data.source=local` directory) plus `{split}.truth.jsonl`."""
+    out_dir = Path(out_dir)
+    for split in SPLITS:
+        recs = generate(task, split, num_users=num_users, examples_per_user=examples_per_user,
+                        profile_size=profile_size, seed=seed)
+        atomic_write_jsonl(out_dir / f"{split}.jsonl", [r.record for r in recs])
+        atomic_write_jsonl(out_dir / f"{split}.truth.jsonl", [r.truth() for r in recs])
+    return out_dir
