@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from percli import checkpoint as ckpt_lib
 from percli.errors import DataError, EnvironmentProblem, PercliError
-from percli.io import atomic_write_jsonl, read_jsonl
+from percli.io import atomic_write_jsonl
 from percli.launch import STOP_FILE, STOP_SIGNALS, launch, precision, world_size
 from percli.tracking import Tracker, plot_loss
 
@@ -508,12 +508,11 @@ class _Trainer:
     def _stop(self, signum: int) -> None:
         path = self._save() if self.saved_step != self.step else ckpt_lib.checkpoints_dir(self.run_dir) / \
             f"step-{self.step}"
-        name = signal.Signals(signum).name if signum in signal.Signals._value2member_map_ else f"signal {signum}"
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            name = f"signal {signum}"
         raise TrainingStopped(
             f"training stopped by {name} at step {self.step}/{self.total}; checkpoint saved to {path}; resume "
             f"with: percli train <same overrides> hydra.run.dir={self.run_dir} train.resume=auto", signum)
 
-
-def read_train_log(run_dir: Path) -> list[dict]:
-    path = Path(run_dir) / LOG_FILE
-    return read_jsonl(path) if path.is_file() else []
