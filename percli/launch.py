@@ -150,8 +150,6 @@ def accelerate_command(cfg: DictConfig, run_dir: Path) -> list[str]:
     elif launcher.name == "deepspeed":
         cmd += ["--use_deepspeed", "--deepspeed_config_file", str(run_dir / "deepspeed_config.json"),
                 "--zero3_init_flag", "true" if launcher.zero_stage == 3 else "false"]
-        if world_size(cfg) > 1:
-            cmd += ["--multi_gpu"]
         if launcher.num_machines > 1:
             cmd += ["--deepspeed_multinode_launcher", "standard"]
     return cmd + ["-m", "percli.worker", str(run_dir)]
