@@ -32,14 +32,14 @@ def fake_train_run(run_dir: Path, overrides: list[str], choices: dict) -> Path:
 
 
 def test_transfer_eval_reuses_the_train_runs_data_and_eval_settings(script, tmp_path: Path) -> None:
-    run = fake_train_run(tmp_path / "run", ["experiment=demo", "loss=ce", "data.max_prompt_tokens=700"],
+    run = fake_train_run(tmp_path / "run", ["model=smollm2-135m", "loss=ce", "data.max_prompt_tokens=700",
+                                            "data.num_users=5", "retriever.k=2", "eval.max_new_tokens=33"],
                          {"model": "smollm2-135m", "data": "synthetic", "retriever": "bm25", "task": "review"})
     overrides = script.transfer_eval_overrides(run, "topic", "temporal")
     assert overrides == [
         "model=smollm2-135m", f"model.path={run / 'checkpoints' / 'final'}", "task=topic", "task.setting=temporal",
         "data=synthetic", "retriever=bm25",
-        "data.num_users=16", "data.max_prompt_tokens=700", "data.max_response_tokens=128",
-        "eval.max_examples=24", "eval.max_new_tokens=96",
+        "data.num_users=5", "data.max_prompt_tokens=700", "retriever.k=2", "eval.max_new_tokens=33",
     ]
     train = OmegaConf.load(run / "config.yaml")
     evaluated = compose_config("eval", overrides)
