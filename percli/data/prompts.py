@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import lru_cache
-from typing import Any
-
-from transformers import PreTrainedTokenizerBase
+from typing import TYPE_CHECKING, Any
 
 from percli.errors import DataError
+
+if TYPE_CHECKING:  # transformers loads lazily: `percli data` failing on bad input should not wait for it
+    from transformers import PreTrainedTokenizerBase
 
 TASKS = ("review", "abstract", "topic")
 # Fields each task's template reads from a profile item; the first is the main text that gets `dec()`.
