@@ -146,3 +146,31 @@ def test_periodic_refresh_merges_rank_shards_over_real_gloo():
     for idx, entry in single.cache.items():
         for rank in (0, 1):
             torch.testing.assert_close(torch.tensor(caches[rank][idx]), entry["raw"], atol=1e-5, rtol=0)
+
+
+@pytest.mark.slow
+def test_perce_step_under_real_ddp_equals_one_big_batch():
+    """2 gloo ranks x 2 micro-batches through a DDP-wrapped TokenScorer == one 4-example batch, one process."""
+    import socket
+
+    import torch.multiprocessing as mp
+    from perce_dist import ddp_perce_worker
+
+    from percli.losses import weighted_nll
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    queue = mp.get_context("spawn").Queue()
+    ctx = mp.start_processes(ddp_perce_worker, args=(2, port, queue), nprocs=2, start_method="spawn", join=False)
+    grads = dict(queue.get(timeout=300) for _ in range(2))  # read before joining: the results exceed a pipe buffer
+    while not ctx.join():
+        pass
+    model = small_lm(seed=0)
+    batch = collate(make_pairs(4, seed=4), "left")
+    scores = _scores(model, batch)
+    weights, _ = Schedule("perce", 0.8, 5.0).weights(0, model, batch, scores)
+    weighted_nll(scores.logp, weights, scores.logp.numel()).backward()
+    for name, p in model.named_parameters():
+        for rank in (0, 1):
+            torch.testing.assert_close(torch.from_numpy(grads[rank][name]), p.grad, atol=1e-6, rtol=1e-5, msg=f"rank {rank}: {name}")
