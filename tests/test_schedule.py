@@ -138,8 +138,10 @@ def test_periodic_refresh_merges_rank_shards_over_real_gloo():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     queue = mp.get_context("spawn").Queue()
-    mp.start_processes(_periodic_rank, args=(2, port, queue), nprocs=2, start_method="spawn", join=True)
-    caches = dict(queue.get() for _ in range(2))
+    ctx = mp.start_processes(_periodic_rank, args=(2, port, queue), nprocs=2, start_method="spawn", join=False)
+    caches = dict(queue.get(timeout=300) for _ in range(2))  # read before joining (queue feeder threads)
+    while not ctx.join():
+        pass
     single = PeriodicSchedule("perce", 0.8, 5.0, every=2)
     single.maybe_refresh(0, small_lm(seed=0), lambda: [collate(make_pairs(5, seed=6), "left")])
     assert sorted(caches[0]) == sorted(caches[1]) == [0, 1, 2, 3, 4]  # every rank holds every example
