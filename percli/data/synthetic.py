@@ -10,6 +10,12 @@ The words are lower-case letters only, so they survive the Contriever-style lowe
 items unchanged, and they are rejected if bert-base-uncased knows them as one word piece (real words).
 Generic sentences come from a combinatorial grammar with many templates, so a target rarely repeats a
 profile sentence verbatim: the profile helps on the planted words, not on the filler.
+
+Measured with SmolLM2-135M-Instruct (bm25, k=4, before training; AUC of planted-token PIR vs all other
+response tokens): review 0.997 (12 examples, mean planted PIR 8.1 vs 0.1), topic 0.94, abstract 0.92. With
+another user's profile the planted PIR collapses (review 8.1 -> 1.0, topic 6.9 -> 0.5) but the review AUC
+stays near 0.7 (topic 0.54): a donor profile full of invented words primes nonce-word pieces in general.
+Putting the review words in name slots ("my son {w}") did not lower it (0.78).
 """
 
 from __future__ import annotations
@@ -290,11 +296,13 @@ class _Text:
         self.length = 0
         self.spans: list[dict[str, Any]] = []
 
-    def add(self, sentence: str, word: str | None = None) -> None:
+    def add(self, sentence: str, word: str | None = None, word_at: int = 0) -> None:
+        """Append `sentence`; `word`, if given, sits at offset `word_at` inside it."""
         if self.parts:
             self.length += 1
         if word is not None:
-            start = self.length + sentence.index(word)
+            assert sentence[word_at:word_at + len(word)] == word
+            start = self.length + word_at
             self.spans.append({"word": word, "start": start, "end": start + len(word)})
         self.parts.append(sentence)
         self.length += len(sentence)
@@ -318,7 +326,9 @@ def _compose(rng: random.Random, generic: Sequence[str], planted: Sequence[str],
     for template, w in plan:
         fill = {k: (v(rng) if callable(v) else v) for k, v in slots.items()}
         sentence = template.format(w=w or "", **fill)
-        text.add(sentence[0].upper() + sentence[1:], w)
+        # The span comes from the template, not from searching the sentence (a word could hide in another).
+        word_at = len(template.split("{w}")[0].format(**fill)) if w else 0
+        text.add(sentence[0].upper() + sentence[1:], w, word_at)
     return text
 
 
