@@ -14,8 +14,11 @@ from percli.errors import EnvironmentProblem
 
 @cache
 def hub_reachable(timeout: float = 3.0) -> bool:
-    """True if the Hugging Face hub answers a TCP connect within `timeout` seconds (DNS included)."""
+    """True if the Hugging Face hub answers a TCP connect within `timeout` seconds (DNS included).
+
+    When it does not, offline mode is switched on for the rest of the process."""
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        _go_offline()
         return False
     host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
     result: list[bool] = []
@@ -33,14 +36,18 @@ def hub_reachable(timeout: float = 3.0) -> bool:
     t.join(timeout)
     reachable = bool(result and result[0])
     if not reachable:
-        # Later transformers/datasets calls then fail at once instead of retrying for ~40 s.
-        os.environ["HF_HUB_OFFLINE"] = "1"
-        os.environ["HF_DATASETS_OFFLINE"] = "1"
-        # Libraries already imported read the variable at import time.
-        for module, attr in (("huggingface_hub.constants", "HF_HUB_OFFLINE"), ("datasets.config", "HF_HUB_OFFLINE")):
-            if module in sys.modules:
-                setattr(sys.modules[module], attr, True)
+        _go_offline()
     return reachable
+
+
+def _go_offline() -> None:
+    """Later transformers/datasets calls then fail at once instead of retrying for ~40 s."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["HF_DATASETS_OFFLINE"] = "1"
+    # Libraries already imported read the variables at import time.
+    for module, attr in (("huggingface_hub.constants", "HF_HUB_OFFLINE"), ("datasets.config", "HF_HUB_OFFLINE")):
+        if module in sys.modules:
+            setattr(sys.modules[module], attr, True)
 
 
 def hub_model_dir(repo_id: str, model_name: str, download: bool = True) -> str | None:
