@@ -100,7 +100,7 @@ def test_interrupted_run_resumes_to_the_same_curve(uninterrupted, tmp_path, sig,
     run = tmp_path / "run"
     proc = _start(run, tmp_path, *RESUME, *launcher)
     deadline = time.monotonic() + 300
-    while not (run / "checkpoints" / "step-2").is_dir():  # complete checkpoints appear by rename
+    while not list(run.glob("checkpoints/step-*")):  # complete checkpoints appear by rename
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
         time.sleep(0.02)
     proc.send_signal(sig)
