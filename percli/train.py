@@ -271,7 +271,7 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
     accelerator = make_accelerator(cfg)
     stop = StopRequest(run_dir, watch_file=accelerator.is_main_process)
     try:
-        _Trainer(cfg, run_dir, accelerator, stop).fit()
+        Trainer(cfg, run_dir, accelerator, stop).fit()
     finally:
         stop.restore()
         engine = getattr(accelerator, "deepspeed_engine_wrapped", None)
@@ -285,7 +285,10 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
         GradientState._reset_state()
 
 
-class _Trainer:
+class Trainer:
+    """One process's training run: `fit()` runs it to the end; `train_step()` is one optimizer step
+    (scripts/bench.py times it)."""
+
     def __init__(self, cfg: DictConfig, run_dir: Path, accelerator, stop: StopRequest):
         from accelerate.utils import DistributedType, set_seed
 
@@ -368,7 +371,8 @@ class _Trainer:
         self.last_flush = time.monotonic()
 
     # --------------------------------------------------------------------- one step
-    def _train_step(self) -> dict[str, Any]:
+    def train_step(self) -> dict[str, Any]:
+        """One optimizer step over this rank's micro-batches; returns the train_log row (plus `_ok`)."""
         from percli.losses import count_response_tokens, global_token_count, merge_stats, weighted_nll
 
         device = self.acc.device
@@ -462,7 +466,7 @@ class _Trainer:
                 t0 = time.perf_counter()
                 self.scorer.train()
                 self.schedule.maybe_refresh(self.step, self.scorer, self._refresh_loader)
-                row = self._train_step()
+                row = self.train_step()
                 ok = row.pop("_ok")
                 row["step_time"] = round(time.perf_counter() - t0, 4)
                 bar.update(1)
