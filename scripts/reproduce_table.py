@@ -169,8 +169,9 @@ def demo(args: argparse.Namespace) -> int:
     perce = [] if args.dry_run else [e for e in selected_train_runs(out / "train") if e.loss == "perce"]
     if perce or args.dry_run:
         ckpt = perce[0].run_dir / "checkpoints" / "final" if perce else "<perce run>/checkpoints/final"
-        failed |= percli("contrast", "+experiment=demo", f"model.path={ckpt}", f"hydra.run.dir={contrast_dir}",
-                         *args.overrides, dry_run=args.dry_run) != 0
+        # Scored on the held-out test split, the same examples the table's metrics come from.
+        failed |= percli("contrast", "+experiment=demo", f"model.path={ckpt}", "data.split=test",
+                         f"hydra.run.dir={contrast_dir}", *args.overrides, dry_run=args.dry_run) != 0
     else:
         print("percli: no PerCE checkpoint to score, so no heatmap (see the table's notes)", flush=True)
         failed = True

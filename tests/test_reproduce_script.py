@@ -55,7 +55,7 @@ def test_dry_runs_print_the_pipelines(script, tmp_path: Path, capsys) -> None:
     out = capsys.readouterr().out.splitlines()
     assert out[:3] == [
         f"+ percli train -m experiment=demo loss=ce,perce hydra.sweep.dir={tmp_path / 'd' / 'train'}",
-        f"+ percli contrast +experiment=demo model.path=<perce run>/checkpoints/final "
+        f"+ percli contrast +experiment=demo model.path=<perce run>/checkpoints/final data.split=test "
         f"hydra.run.dir={tmp_path / 'd' / 'contrast'}",
         f"+ percli table table.runs={tmp_path / 'd'} table.out_dir={tmp_path / 'r'}",
     ]
