@@ -17,7 +17,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from percli.errors import PercliError
+from percli.errors import ConfigError, PercliError
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> None:
         if not any(a in _INFO_FLAGS for a in rest):
             from percli.preflight import preflight
 
-            preflight(command, _overrides_only(rest), multirun=("-m" in rest or "--multirun" in rest))
+            preflight(command, _overrides_only(rest), multirun=("-m" in rest or "--multirun" in rest),
+                      check_environment=not any(a in ("--cfg", "-c") for a in rest))
         _run_hydra(command, rest)
     except PercliError as e:
         if debug:
@@ -130,6 +131,13 @@ def _run_job(command: str, cfg: DictConfig) -> None:
     debug = os.environ.get("PERCLI_DEBUG") == "1"
     try:
         check_fresh_run_dir(run_dir, cfg)
+    except ConfigError as e:  # another run's dir: leave its status.json and files untouched
+        if multirun:
+            print(f"percli: job {hc.job.num} skipped: {e}", file=sys.stderr)
+            _FAILED_JOBS.append(f"job {hc.job.num}: {e}")
+            return
+        _fail(str(e), e.exit_code)
+    try:
         atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         resolve_command(command)(cfg, run_dir)
     except BaseException as e:  # noqa: BLE001 - the error boundary: every failure is recorded, then mapped

@@ -66,7 +66,9 @@ def _composition_message(e: Exception, overrides: list[str]) -> str:
     return text[:400]
 
 
-def preflight(command: str, overrides: list[str], multirun: bool = False) -> None:
+def preflight(command: str, overrides: list[str], multirun: bool = False, check_environment: bool = True) -> None:
+    """Validate every job's config; with `check_environment`, also that its model can be loaded
+    (skipped for `--cfg`, which only prints the config)."""
     try:
         jobs = expand_sweep(overrides) if multirun else [overrides]
     except (OverrideParseException, HydraException) as e:
@@ -79,7 +81,8 @@ def preflight(command: str, overrides: list[str], multirun: bool = False) -> Non
             raise ConfigError(f"{e}" + (f" (in sweep job {' '.join(job)})" if len(jobs) > 1 else "")) from None
         if not multirun and any(o.startswith("hydra.run.dir=") for o in job):
             check_fresh_run_dir(Path(OmegaConf.select(cfg, "hydra.run.dir")), cfg)
-        _check_model_reachable(cfg)
+        if check_environment:
+            _check_model_reachable(cfg)
 
 
 def _check_model_reachable(cfg: DictConfig) -> None:

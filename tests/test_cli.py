@@ -107,3 +107,23 @@ def test_explicit_run_dir_that_holds_a_run_is_refused(cli, tmp_path):
     assert r.returncode == 2
     assert f"run dir {run_dir} already holds a run" in r.stderr
     assert (run_dir / "metrics.json").read_text() == "{}"
+
+
+def test_rerun_into_a_finished_sweep_leaves_its_runs_untouched(cli, tmp_path):
+    sweep = tmp_path / "sweep"
+    outs = f"table.out_dir={tmp_path / 'a'},{tmp_path / 'b'}"
+    first = cli("table", "-m", f"hydra.sweep.dir={sweep}", f"table.runs={tmp_path / 'first'}", outs)
+    assert first.returncode == 1  # both jobs fail (no runs to tabulate) and record it in their run dirs
+    before = {p: p.read_text() for p in sweep.glob("*/status.json")}
+    assert len(before) == 2 and all("first" in text for text in before.values())
+    # A second sweep into the same dir must not run there, nor overwrite the first sweep's records.
+    again = cli("table", "-m", f"hydra.sweep.dir={sweep}", f"table.runs={tmp_path / 'second'}", outs)
+    assert again.returncode == 1
+    assert "already holds a run" in again.stderr
+    assert {p: p.read_text() for p in sweep.glob("*/status.json")} == before
+
+
+def test_cfg_job_prints_hub_presets_offline(cli):
+    r = cli("train", "model=qwen3-4b", "--cfg", "job")
+    assert r.returncode == 0, r.stderr
+    assert yaml.safe_load(r.stdout)["model"]["hub_id"] == "Qwen/Qwen3-4B"
