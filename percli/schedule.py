@@ -12,9 +12,10 @@ Interface for the training loop (percli/train.py), which needs nothing else from
     for step in range(start_step, max_steps):      # step = optimizer steps completed so far
         schedule.maybe_refresh(step, scorer, lambda: train_loader_without_shuffle)   # periodic only
         for batch in micro_batches:
+            free = schedule.free_pass(step, scorer, batch)   # no-grad profile-free pass, or None
             scores = scorer(batch["full_input_ids"], batch["full_attention_mask"], batch["full_labels"],
                             with_entropy=schedule.with_entropy)
-            weights, stats = schedule.weights(step, scorer, batch, scores)   # weights: [N] detached
+            weights, stats = schedule.weights(step, scorer, batch, scores, free)   # weights: [N] detached
             loss = weighted_nll(scores.logp, weights, N) * world_size        # percli.losses
         log(merge_stats(all_micro_batch_stats))    # pir_mean, weight_mean, clip_low, clip_high, tokens
     checkpoint["schedule"] = schedule.state_dict()  # torch.save-able; schedule.load_state_dict(...) on resume
@@ -61,10 +62,23 @@ class Schedule:
         """Recompute cached weights if due (periodic only); True when it ran."""
         return False
 
+    def needs_free_pass(self, step: int) -> bool:
+        """Whether `weights` at this step needs the profile-free stream's log-probs."""
+        return self.loss == "perce"
+
+    def free_pass(self, step: int, model: nn.Module, batch: dict[str, Any]) -> TokenScores | None:
+        """The no-grad profile-free pass this step needs, or None. The loop runs it BEFORE the training
+        forward, so its activations are freed before the training graph is built (peak memory = CE's)."""
+        if not self.needs_free_pass(step):
+            return None
+        with torch.no_grad():
+            return score_stream(model, batch, "free")
+
     def weights(self, step: int, model: nn.Module, batch: dict[str, Any],
-                scores_full: TokenScores) -> tuple[Tensor, dict]:
-        """Detached [N] weights aligned with `scores_full` and this micro-batch's stats."""
-        return self._online(model, batch, scores_full)
+                scores_full: TokenScores, free: TokenScores | None = None) -> tuple[Tensor, dict]:
+        """Detached [N] weights aligned with `scores_full` and this micro-batch's stats. `free` is
+        `free_pass(...)`'s result; without it the pass runs here."""
+        return self._online(model, batch, scores_full, free)
 
     def state_dict(self) -> dict:
         return {"name": self.name}
@@ -73,11 +87,13 @@ class Schedule:
         if state.get("name") != self.name:
             raise ValueError(f"checkpoint has schedule={state.get('name')}, this run schedule={self.name}")
 
-    def _online(self, model: nn.Module, batch: dict[str, Any], scores_full: TokenScores) -> tuple[Tensor, dict]:
+    def _online(self, model: nn.Module, batch: dict[str, Any], scores_full: TokenScores,
+                free: TokenScores | None = None) -> tuple[Tensor, dict]:
         logp_free = pir = None
         if self.loss == "perce":
-            with torch.no_grad():
-                free = score_stream(model, batch, "free")
+            if free is None:
+                with torch.no_grad():
+                    free = score_stream(model, batch, "free")
             check_aligned(scores_full, free)
             logp_free = free.logp
             pir = scores_full.logp.detach() - logp_free
@@ -100,11 +116,14 @@ class WarmupSchedule(Schedule):
         super().__init__(loss, min_weight, max_weight)
         self.warmup_steps = int(warmup_steps)
 
+    def needs_free_pass(self, step: int) -> bool:
+        return step >= self.warmup_steps and super().needs_free_pass(step)
+
     def weights(self, step: int, model: nn.Module, batch: dict[str, Any],
-                scores_full: TokenScores) -> tuple[Tensor, dict]:
+                scores_full: TokenScores, free: TokenScores | None = None) -> tuple[Tensor, dict]:
         if step < self.warmup_steps:
             return self._uniform(scores_full)
-        return self._online(model, batch, scores_full)
+        return self._online(model, batch, scores_full, free)
 
 
 class PeriodicSchedule(Schedule):
@@ -144,8 +163,11 @@ class PeriodicSchedule(Schedule):
         self.last_refresh = step
         return True
 
+    def needs_free_pass(self, step: int) -> bool:
+        return False  # the cache holds the weights; refreshes run their own passes
+
     def weights(self, step: int, model: nn.Module, batch: dict[str, Any],
-                scores_full: TokenScores) -> tuple[Tensor, dict]:
+                scores_full: TokenScores, free: TokenScores | None = None) -> tuple[Tensor, dict]:
         if self.loss == "ce":
             return self._uniform(scores_full)
         if self.last_refresh is None:

@@ -388,9 +388,10 @@ class Trainer:
             last = m == len(batches) - 1
             sync = contextlib.nullcontext() if (last or self.deepspeed) else self.acc.no_sync(self.scorer)
             with sync:
+                free = self.schedule.free_pass(self.step, self.scorer, batch)  # no grad, before the graph exists
                 scores = self.scorer(batch["full_input_ids"], batch["full_attention_mask"], batch["full_labels"],
                                      with_entropy=self.schedule.with_entropy)
-                weights, st = self.schedule.weights(self.step, self.scorer, batch, scores)
+                weights, st = self.schedule.weights(self.step, self.scorer, batch, scores, free)
                 loss = weighted_nll(scores.logp, weights, n_global)
                 finite = bool(torch.isfinite(loss))
                 # World-size factor: gradients are averaged over ranks, the loss must be summed.

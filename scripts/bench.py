@@ -85,7 +85,9 @@ def make_trainer(data_dir: Path, loss: str, run_dir: Path, steps: int):
     cfg = bench_cfg(data_dir, loss, steps)
     run_dir.mkdir(parents=True, exist_ok=True)
     acc = make_accelerator(cfg)
-    return Trainer(cfg, run_dir, acc, StopRequest(run_dir, watch_file=False))
+    stop = StopRequest(run_dir, watch_file=False)
+    stop.restore()  # a benchmark has no checkpoint to save: SIGTERM / Ctrl-C just end it
+    return Trainer(cfg, run_dir, acc, stop)
 
 
 def timed_step(trainer) -> float:
@@ -259,16 +261,16 @@ def markdown(res: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(REPO / "results"))
-    ap.add_argument("--reps", type=int, default=5, help="alternated timed steps per loss")
-    ap.add_argument("--gen-batch", type=int, default=16)
-    ap.add_argument("--gen-tokens", type=int, default=48)
+    ap.add_argument("--reps", type=int, default=3, help="alternated timed steps per loss")
+    ap.add_argument("--gen-batch", type=int, default=8)
+    ap.add_argument("--gen-tokens", type=int, default=32)
     ap.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = ap.parse_args()
 
     if args.child:  # a fresh process for one memory measurement
         kind, *rest = args.child
         if kind == "train":
-            result = memory_child(Path(rest[0]), rest[1], Path(rest[2]), steps=2)
+            result = memory_child(Path(rest[0]), rest[1], Path(rest[2]), steps=1)
         else:
             result = contrast_memory_child(rest[0])
         print(json.dumps(result))

@@ -176,3 +176,20 @@ def test_perce_step_under_real_ddp_equals_one_big_batch():
     for name, p in model.named_parameters():
         for rank in (0, 1):
             torch.testing.assert_close(torch.from_numpy(grads[rank][name]), p.grad, atol=1e-6, rtol=1e-5, msg=f"rank {rank}: {name}")
+
+
+def test_free_pass_runs_before_the_training_forward_and_gives_the_same_weights():
+    """The loop runs the profile-free pass first (so its activations are gone before the training graph
+    exists); the weights must equal those of the pass run inside `weights`."""
+    model = small_lm(seed=0)
+    batch = collate(make_pairs(3, seed=1), "right")
+    scores = _scores(model, batch)
+    online = Schedule("perce", 0.8, 5.0)
+    free = online.free_pass(0, model, batch)
+    assert free is not None and not free.logp.requires_grad
+    w_pre, _ = online.weights(0, model, batch, scores, free)
+    w_in, _ = online.weights(0, model, batch, scores)
+    assert torch.equal(w_pre, w_in)
+    assert Schedule("ce", 0.8, 5.0).free_pass(0, model, batch) is None
+    warm = WarmupSchedule("perce", 0.8, 5.0, warmup_steps=2)
+    assert warm.free_pass(1, model, batch) is None and warm.free_pass(2, model, batch) is not None
