@@ -31,14 +31,14 @@ test: setup lint  ## ruff + the fast test suite (no `slow` tests)
 test-all: setup lint  ## the whole suite, slow tests included
 	$(VENV)/bin/pytest -q
 
-demo: setup  ## offline demo: smollm2-135m, synthetic data, CE vs PerCE, table + heatmap (~10 min on 2 cores)
+demo: setup  ## offline demo: smollm2-135m, synthetic data, CE vs PerCE, table + heatmap (~4 min on 2 cores)
 	$(PY) scripts/reproduce_table.py demo
 
 bench: setup  ## PerCE vs CE step time / memory, generation throughput -> results/bench.{json,md}
 	$(PY) scripts/bench.py
 
-reproduce-table: setup  ## the paper sweep (GPU) then `percli table`; SCALE=demo runs it offline on CPU
-	$(PY) scripts/reproduce_table.py $(SCALE)
+reproduce-table: setup  ## the paper sweep (GPU) then `percli table`; SCALE=demo runs it offline; ARGS=--dry-run prints it
+	$(PY) scripts/reproduce_table.py $(SCALE) $(ARGS)
 
 clean:  ## remove run outputs (keeps .venv and the asset cache)
 	rm -rf outputs multirun

@@ -33,11 +33,11 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+from percli.cli import CONF_DIR
 from percli.errors import ConfigError, EnvironmentProblem, PercliError
 from percli.io import atomic_write_json, atomic_write_text
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = CONF_DIR.parent
 STOP_FILE = ".stop"
 ERRORS_DIR = ".worker-errors"
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
