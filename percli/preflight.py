@@ -53,7 +53,8 @@ def _missing_option_message(e: MissingConfigException, overrides: list[str]) -> 
         return f"{group}={option} is not a known {group}; choose one of: {', '.join(options)}"
     first = str(e).strip().splitlines()[0]
     if "submitit" in first:  # the SLURM launcher preset needs its optional Hydra plugin
-        return "hydra/launcher=slurm needs hydra-submitit-launcher; install it with pip install -e '.[slurm]'"
+        return ("hydra/launcher=slurm needs hydra-submitit-launcher (Hydra's submitit_slurm launcher); "
+                "install it with pip install -e '.[slurm]'")
     return f"{first}; check the overrides {' '.join(overrides)}"
 
 

@@ -128,14 +128,3 @@ def test_cfg_job_prints_hub_presets_offline(cli):
     assert r.returncode == 0, r.stderr
     assert yaml.safe_load(r.stdout)["model"]["hub_id"] == "Qwen/Qwen3-4B"
 
-
-def test_slurm_launcher_without_its_plugin_says_how_to_install_it(cli):
-    try:
-        import hydra_plugins.hydra_submitit_launcher  # noqa: F401
-        pytest.skip("hydra-submitit-launcher is installed")
-    except ImportError:
-        pass
-    r = cli("train", "-m", "hydra/launcher=slurm", "loss=ce,perce")
-    assert r.returncode == 2
-    assert r.stderr.strip() == ("percli: error: hydra/launcher=slurm needs hydra-submitit-launcher; "
-                                "install it with pip install -e '.[slurm]'")

@@ -113,5 +113,5 @@ def test_slurm_launcher_preset_composes() -> None:
 
 @pytest.mark.skipif(HAS_SUBMITIT, reason="checks the message shown when the slurm extra is missing")
 def test_slurm_launcher_without_plugin_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match="submitit_slurm"):
+    with pytest.raises(ConfigError, match=r"submitit_slurm launcher\); install it with pip install -e '\.\[slurm\]'"):
         compose_config("train", ["hydra/launcher=slurm"], hydra_config=True)
