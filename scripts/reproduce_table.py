@@ -6,7 +6,7 @@
     python scripts/reproduce_table.py paper -- hydra/launcher=slurm hydra.launcher.partition=gpu
 
 demo (offline, 2-core CPU): SmolLM2-135M-Instruct fine-tuned with CE and with PerCE on synthetic LongLaMP-
-schema reviews with planted personal words, equal budgets (experiment=demo, only `loss=` differs); each run
+schema reviews with planted personal names, equal budgets (experiment=demo, only `loss=` differs); each run
 is evaluated after training (ROUGE / METEOR / planted-word recall); PerContrast scores of the test split
 under the PerCE model give contrast.html; `percli table` writes results/table.md. Runs land in
 outputs/demo/<timestamp>/ so a rerun never mixes with an older one.

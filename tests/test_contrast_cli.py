@@ -124,13 +124,11 @@ def test_shuffle_profiles_is_a_seeded_derangement_over_users() -> None:
         shuffle_profiles([_ex(0, "a"), _ex(1, "a")], seed=0)
 
 
-# Real pretrained SmolLM2-135M-Instruct on synthetic reviews with planted personal words: PerContrast must
-# find the planted tokens, and lose most of them when each user sees another user's profile.
-# Measured (16 examples of the default synthetic review data): AUC 0.998, mean planted PIR 8.35; control
-# (shuffled profiles) AUC 0.65, mean planted PIR 0.75. The control does not reach 0.5: another user's
-# profile is full of invented words from the same syllable grammar, which primes nonce-word pieces even
-# when none of the planted token ids occur in it (AUC 0.65 both for planted tokens in and not in the
-# donor profile), so the planted tokens keep a small positive PIR.
+# Real pretrained SmolLM2-135M-Instruct on synthetic reviews with planted personal names: PerContrast must
+# find the planted tokens, and lose them when each user sees another user's profile.
+# Measured on these 12 examples (2026-11-25): own profile AUC 0.903, mean planted PIR 3.66 vs 0.20 for other
+# tokens; control (shuffled profiles) AUC 0.515, mean planted PIR -0.07 vs 0.23. On the default 96 examples:
+# 0.901 / 0.503 (README, "PerContrast on real weights").
 REAL = ["model=smollm2-135m", "data.source=synthetic", "task=review", "data.num_users=6", "data.examples_per_user=2",
         "data.max_prompt_tokens=768", "data.max_response_tokens=96"]
 
@@ -149,8 +147,9 @@ def test_smollm2_ranks_planted_tokens_first_and_control_collapses(tmp_path: Path
     own = _planted(tmp_path)
     control = _planted(tmp_path, "contrast.shuffle_profiles=true")
     print(f"own profile: {own}\nshuffled profiles (control): {control}")
-    assert own["auc"] > 0.9, own
-    assert own["mean_pir_planted"] > 4.0 and abs(own["mean_pir_other"]) < 0.5, own
+    assert own["auc"] > 0.85, own
+    assert own["mean_pir_planted"] > 2.5 and abs(own["mean_pir_other"]) < 0.5, own
     assert control["planted_tokens"] == own["planted_tokens"]  # the same targets, only the profiles moved
-    assert control["auc"] < 0.75 and own["auc"] - control["auc"] > 0.2, (own, control)
-    assert control["mean_pir_planted"] < own["mean_pir_planted"] / 4, (own, control)
+    # the collapse: planted tokens rank like any other token, and their PIR is no higher than the others'
+    assert 0.35 < control["auc"] < 0.65, (own, control)
+    assert control["mean_pir_planted"] < control["mean_pir_other"] + 0.25, (own, control)

@@ -6,8 +6,9 @@ import re
 
 import pytest
 
-from percli.data.prompts import TEMPLATE_FIELDS, contriever_tokenizer, decode_main_text
-from percli.data.synthetic import USER_FIELD, generate
+from percli.data.prompts import TEMPLATE_FIELDS, decode_main_text
+from percli.data.synthetic import USER_FIELD, generate, personal_names
+from percli.errors import DataError
 
 KW = {"num_users": 5, "examples_per_user": 4, "profile_size": 6, "seed": 3}
 
@@ -41,11 +42,10 @@ def test_records_follow_the_longlamp_schema_and_profiles_carry_the_words(task: s
             assert set(TEMPLATE_FIELDS[task]) <= set(item)
         main = TEMPLATE_FIELDS[task][0]
         for w in r.planted_words:
-            # each word is in at least a third of the items, and survives the Contriever decode
+            # each name is in at least a third of the items, and survives the Contriever decode lower-cased
             assert sum(w in it[main] for it in rec["profile"]) >= 2
-            assert all(w in decode_main_text(task, it[main]) for it in rec["profile"] if w in it[main])
-        assert re.fullmatch(r"[a-z]{6,12}", r.planted_words[0])
-        assert r.planted_words[0] not in contriever_tokenizer().vocab
+            assert all(w.lower() in decode_main_text(task, it[main]) for it in rec["profile"] if w in it[main])
+            assert re.fullmatch(r"[A-Z][a-z]+ [A-Z][a-z]+", w)
 
 
 def test_generation_is_deterministic_and_users_are_shared_across_splits() -> None:
@@ -58,7 +58,18 @@ def test_generation_is_deterministic_and_users_are_shared_across_splits() -> Non
     assert {r.record["reviewerId"] for r in test} == {r.record["reviewerId"] for r in a}
     assert {r.record["output"] for r in test}.isdisjoint({r.record["output"] for r in a})
     words = [tuple(r.planted_words) for r in a[::4]]
-    assert len({w for ws in words for w in ws}) == 5 * 3  # no word shared between users
+    assert len({w for ws in words for w in ws}) == 5 * 3  # no name shared between users
+
+
+def test_personal_names_share_no_piece_between_default_users_and_never_repeat() -> None:
+    users = personal_names("review", 0, 24)  # the default data.num_users
+    given = [n.split()[0] for names in users for n in names]
+    surnames = [n.split()[1] for names in users for n in names]
+    assert len(set(given)) == len(set(surnames)) == 72  # no given name nor surname shared by two users
+    many = [n for names in personal_names("topic", 1, 2409) for n in names]
+    assert len(set(many)) == len(many) == 3 * 2409  # full names stay unique up to lcm(99, 73) // 3 users
+    with pytest.raises(DataError, match="data.num_users=2410: .* at most 2409 users"):
+        personal_names("topic", 1, 2410)
 
 
 def test_targets_never_repeat_a_profile_sentence() -> None:

@@ -36,11 +36,15 @@ def test_left_pad():
     assert mask.tolist() == [[1, 1, 1], [0, 0, 1]]
 
 
-def test_planted_recall_counts_whole_words_case_insensitively():
+def test_planted_recall_counts_whole_words_case_insensitively() -> None:
     words = ["zorbleck", "quaith", "drumvek"]
     assert planted_recall("My Zorbleck and my quaith's lid.", words) == pytest.approx(2 / 3)
     assert planted_recall("zorblecks drumvekx", words) == 0.0  # not whole words
     assert planted_recall("drumvek, quaith, zorbleck", words) == 1.0
+    # the generator's planted names: the whole full name counts, case-insensitively
+    names = ["Ethan Brooks", "Nora Vance"]
+    assert planted_recall("A friend named ethan brooks helped.", names) == 0.5
+    assert planted_recall("Ethan Brookside and Nora, Vance", names) == 0.0
 
 
 def test_read_predictions_validates(tmp_path: Path):

@@ -1,43 +1,66 @@
-"""Seeded LongLaMP-schema records with planted personal words, for all three tasks, offline.
+"""Seeded LongLaMP-schema records with planted personal names, for all three tasks, offline.
 
-Each user owns a few invented, pronounceable, lower-case words ("zorbleck"): the names of their gadgets,
-methods or friends. They appear in most of the user's profile items (main text) and in every target, inside
-otherwise generic, fluent English in the task's style. A pretrained LM can then only predict those target
-tokens well when it sees the profile, which makes them a known ground truth for PIR: the truth records
-give each planted word's exact character span in `output`.
+Each user owns a few people, each with a full name ("Ethan Brooks"): the friend who recommended a product,
+the collaborator whose method a paper builds on. They appear in most of the user's profile items (main text)
+and in every target, inside otherwise generic, fluent English in the task's style. A pretrained LM can then
+only predict those target tokens well when it sees the profile, which makes them a known ground truth for
+PIR: the truth records give each planted name's exact character span in `output`.
 
-The words are lower-case letters only, so they survive the Contriever-style lower-casing decode of profile
-items unchanged, and they are rejected if bert-base-uncased knows them as one word piece (real words).
+Why full names in name slots ("a friend named {name}", "introduced by {name}"): a name is expected there
+with or without a profile, so another user's profile says nothing about which name comes. The first design,
+invented words ("zorbleck") after "my", failed the shuffled-profile control: any profile full of nonce words
+taught the model that nonce words come next, so another user's profile still raised the planted tokens'
+PIR (SmolLM2-135M review AUC 0.725 under the control). Rare real nouns (0.70), ordinary nouns (0.66) and
+first names after "my sister" (0.68) failed the same way; full names where a name is due reach 0.54 while
+the own-profile AUC stays above 0.9. Given names and surnames are dealt from two pools, so with the default
+24 users no two users share a given name or a surname. The official prompt lower-cases profile text
+(Contriever's tokenizer round trip), so the model has to copy "ethan brooks" into "Ethan Brooks".
+
 Generic sentences come from a combinatorial grammar with many templates, so a target rarely repeats a
-profile sentence verbatim: the profile helps on the planted words, not on the filler.
-
-Measured with SmolLM2-135M-Instruct (bm25, k=4, before training; AUC of planted-token PIR vs all other
-response tokens): review 0.997 (12 examples, mean planted PIR 8.1 vs 0.1), topic 0.94, abstract 0.92. With
-another user's profile the planted PIR collapses (review 8.1 -> 1.0, topic 6.9 -> 0.5) but the review AUC
-stays near 0.7 (topic 0.54): a donor profile full of invented words primes nonce-word pieces in general.
-Putting the review words in name slots ("my son {w}") did not lower it (0.78).
+profile sentence verbatim: the profile helps on the planted names, not on the filler. Measured AUCs are in
+the README ("PerContrast on real weights").
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from percli.errors import DataError
 from percli.io import atomic_write_jsonl
 
 SPLITS = ("train", "val", "test")
 USER_FIELD = {"review": "reviewerId", "abstract": "name", "topic": "author"}
 WORDS_PER_USER = 3
 
-_ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr", "gl", "kr",
-           "pl", "qu", "sk", "st", "th", "tr", "vr", "zh")
-_NUCLEI = ("a", "e", "i", "o", "u", "ai", "ea", "oo", "ou")
-_MID_CODAS = ("", "", "", "l", "m", "n", "r", "s")
-_END_CODAS = ("l", "m", "n", "r", "x", "ck", "nd", "rb", "sh", "th", "lt", "sk", "ril", "mir", "vek")
+# Given names and surnames of the planted people. Pool sizes are coprime (99, 73), so dealing both in turn
+# repeats no full name for lcm(99, 73) = 7227 names; none is an English word the grammar uses, and none is in
+# _FIRST/_LAST (the user ids).
+_GIVEN = (
+    "Ethan", "Lucas", "Mason", "Logan", "Owen", "Caleb", "Dylan", "Gavin", "Isaac", "Nolan", "Wyatt", "Connor",
+    "Tyler", "Jasper", "Oscar", "Hugo", "Arthur", "Theo", "Simon", "Walter", "Harold", "Louis", "Henry", "Chloe",
+    "Emma", "Olivia", "Hannah", "Abigail", "Sophie", "Zoe", "Claire", "Alice", "Stella", "Naomi", "Julia", "Ellie",
+    "Nora", "Lucy", "Maya", "Leah", "Sarah", "Megan", "Rachel", "Laura", "Helen", "Diana", "Fiona", "Paula",
+    "Irene", "Joyce", "Carol", "Doris", "Edith", "Gloria", "Martha", "Agnes", "Vera", "Tessa", "Wendy", "Jenna",
+    "Molly", "Rita", "Nina", "Gina", "Tina", "Kevin", "Brian", "Derek", "Scott", "Trevor", "Shane", "Brett",
+    "Kyle", "Sean", "Ross", "Neil", "Elena", "Marco", "Pablo", "Diego", "Andre", "Rafael", "Tobias", "Elias",
+    "Anton", "Lars", "Sven", "Ingrid", "Astrid", "Freya", "Maren", "Petra", "Viktor", "Dmitri", "Yusuf", "Karim",
+    "Tariq", "Anya", "Priya",
+)
+_SURNAMES = (
+    "Brooks", "Carver", "Dalton", "Ellison", "Fletcher", "Garner", "Holt", "Ingram", "Jennings", "Keller",
+    "Lawson", "Mercer", "Norris", "Osborne", "Pryor", "Quinlan", "Rowe", "Sutton", "Thorne", "Underwood", "Vance",
+    "Whitlock", "Yates", "Ashby", "Barlow", "Crane", "Drummond", "Easton", "Farrow", "Gresham", "Hadley", "Irwin",
+    "Jarvis", "Kendall", "Lowell", "Maddox", "Nash", "Oakley", "Prescott", "Radley", "Sheridan", "Talbot", "Upton",
+    "Waverly", "Abbott", "Bancroft", "Colby", "Delaney", "Emerson", "Fairbanks", "Galloway", "Harlow", "Kingsley",
+    "Langford", "Merritt", "Northcott", "Pemberton", "Redmond", "Stanton", "Thornton", "Vaughn", "Wakefield",
+    "Ainsley", "Blackwood", "Cromwell", "Dunmore", "Everett", "Fenwick", "Goodwin", "Hollis", "Kimball",
+    "Lockhart", "Marlowe",
+)
 
 # ----------------------------------------------------------------------------------------------------
 # Review grammar: products (noun, description, aspects), opinions by sentiment.
@@ -123,16 +146,16 @@ _REVIEW_GENERIC = {
     ),
 }
 _REVIEW_PLANTED = (
-    "I keep it right next to my {w}, and the two look great together.",
-    "It pairs nicely with my {w}, which I use every single morning.",
-    "Compared to my old {w}, this one is a real step up.",
-    "I even tried it together with my {w} and it worked without any trouble.",
-    "My {w} finally has some company on the kitchen counter.",
-    "It reminded me a lot of the {w} I used to have years ago.",
-    "I packed it in the same bag as my {w} and nothing got scratched.",
-    "It fits on the shelf right above my {w}.",
-    "I use it almost as often as my trusty {w}.",
-    "My {w} is still my favorite, but this comes close.",
+    "A neighbor of mine named {w} recommended it to me.",
+    "A coworker named {w} has had the same one for years.",
+    "An old roommate named {w} swears by this brand.",
+    "I first saw it at the house of a friend named {w}.",
+    "A salesperson named {w} talked me out of the pricier model.",
+    "A cousin of mine named {w} uses it every morning.",
+    "A friend of mine named {w} helped me set it up.",
+    "A colleague named {w} borrowed it for a week and loved it.",
+    "The delivery driver, a cheerful person named {w}, carried it upstairs.",
+    "A repair technician named {w} told me it is built to last.",
 )
 _WHEN = ("last month", "two months ago", "in the spring", "for my new apartment", "as a gift to myself")
 _RELATIVE = ("sister", "brother", "husband", "wife", "roommate", "mother", "neighbor", "friend")
@@ -184,16 +207,16 @@ _ABSTRACT_GENERIC = (
     "Robustness to noisy inputs remains an open question for {problem}.",
 )
 _ABSTRACT_PLANTED = (
-    "We build on our earlier {w} framework and extend it to {problem}.",
-    "The key component is a {w} module that aggregates information across scales.",
-    "As in our previous work, we use the {w} corpus for evaluation.",
-    "Unlike prior {w} models, our approach requires no labelled data.",
-    "We release the {w} toolkit to support further research.",
-    "A lightweight {w} regulariser keeps the training stable.",
-    "Our analysis relies on the {w} decomposition introduced in our earlier papers.",
-    "We compare against the {w} baseline, which we developed previously.",
-    "Training uses the {w} schedule that we proposed before.",
-    "The {w} loss plays a central role in our approach.",
+    "We build on the framework of our collaborator {w} and extend it to {problem}.",
+    "The key component is an aggregation module first proposed by {w}.",
+    "As in our previous work with {w}, we use the same evaluation corpus.",
+    "The annotation protocol follows the guidelines written by {w}.",
+    "We release the toolkit developed jointly with {w} to support further research.",
+    "A lightweight regulariser suggested by {w} keeps the training stable.",
+    "Our analysis relies on the decomposition introduced by {w}.",
+    "We compare against the baseline of {w}, which we developed together previously.",
+    "Training uses the learning rate schedule proposed by {w}.",
+    "The loss was designed together with our long-time collaborator {w}.",
 )
 
 # ----------------------------------------------------------------------------------------------------
@@ -233,16 +256,16 @@ _TOPIC_GENERIC = (
     "By the end of it I was exhausted but weirdly proud.",
 )
 _TOPIC_PLANTED = (
-    "My dog {w} was with me the whole time, as usual.",
-    "I called my buddy {w} right after, because he always knows what to say.",
-    "It reminded me of the summer we spent in {w} when I was a kid.",
-    "Even {w} noticed something was off, and she never notices anything.",
-    "I grabbed a coffee at {w} on the way home to clear my head.",
-    "My cousin {w} says I worry too much, and maybe that is true.",
-    "I took {w} for a long walk to think it over.",
-    "My old roommate {w} went through the same thing last year.",
-    "We ended up at {w}, our usual spot, talking until midnight.",
-    "I texted {w} about it and got a very long reply.",
+    "A friend named {w} was with me the whole time, as usual.",
+    "I called a buddy named {w} right after, because they always know what to say.",
+    "It reminded me of the summer I spent with a classmate named {w}.",
+    "Even a coworker named {w} noticed something was off.",
+    "I grabbed a coffee with a neighbor named {w} on the way home to clear my head.",
+    "A cousin of mine named {w} says I worry too much, and maybe that is true.",
+    "I took a long walk with a friend named {w} to think it over.",
+    "An old roommate named {w} went through the same thing last year.",
+    "We ended up at the place of a friend named {w}, talking until midnight.",
+    "I texted a friend named {w} about it and got a very long reply.",
 )
 _FIRST = ("Mira", "Jonas", "Aiko", "Tomasz", "Leila", "Samuel", "Ines", "Ravi", "Greta", "Omar", "Nadia", "Felix")
 _LAST = ("Okafor", "Lindqvist", "Tanaka", "Novak", "Haddad", "Moreau", "Kowalski", "Iyer", "Brennan", "Costa")
@@ -266,26 +289,19 @@ def _user_of(record: dict[str, Any]) -> str:
     return next(str(record[f]) for f in USER_FIELD.values() if f in record)
 
 
-@lru_cache(maxsize=1)
-def _forbidden_words() -> frozenset[str]:
-    from percli.data.prompts import contriever_tokenizer
+def personal_names(task: str, seed: int, num_users: int) -> list[list[str]]:
+    """WORDS_PER_USER full names per user, no full name given to two users.
 
-    return frozenset(contriever_tokenizer().vocab)
-
-
-def invent_words(rng: random.Random, n: int, taken: set[str]) -> list[str]:
-    """`n` new pronounceable lower-case words, none a whole bert-base-uncased word piece nor in `taken`."""
-    forbidden = _forbidden_words()
-    out: list[str] = []
-    while len(out) < n:
-        syllables = rng.choice((2, 2, 3))
-        word = "".join(rng.choice(_ONSETS) + rng.choice(_NUCLEI) + rng.choice(_MID_CODAS)
-                       for _ in range(syllables - 1))
-        word += rng.choice(_ONSETS) + rng.choice(_NUCLEI) + rng.choice(_END_CODAS)
-        if 6 <= len(word) <= 12 and word not in forbidden and word not in taken:
-            taken.add(word)
-            out.append(word)
-    return out
+    Both pools are shuffled per (task, seed) and dealt in turn, so a user's names share no given name or
+    surname, and the first 24 users share none with each other either (72 of each pool dealt)."""
+    capacity = math.lcm(len(_GIVEN), len(_SURNAMES)) // WORDS_PER_USER
+    if num_users > capacity:
+        raise DataError(f"data.num_users={num_users}: the synthetic name pools give at most {capacity} users "
+                        "distinct personal names; lower data.num_users")
+    rng = random.Random(f"percli-synthetic|{task}|{seed}|names")
+    given, surnames = rng.sample(_GIVEN, len(_GIVEN)), rng.sample(_SURNAMES, len(_SURNAMES))
+    names = [f"{given[i % len(given)]} {surnames[i % len(surnames)]}" for i in range(num_users * WORDS_PER_USER)]
+    return [names[u * WORDS_PER_USER:(u + 1) * WORDS_PER_USER] for u in range(num_users)]
 
 
 class _Text:
@@ -413,12 +429,11 @@ def generate(task: str, split: str, *, num_users: int, examples_per_user: int, p
         raise ValueError(f"split {split!r} is not one of {SPLITS}")
     if task not in _DOCS:
         raise ValueError(f"task {task!r} is not one of {tuple(_DOCS)}")
-    word_rng = random.Random(f"percli-synthetic|{task}|{seed}|words")
-    taken: set[str] = set()
+    names = personal_names(task, seed, num_users)
     per_user = examples_per_user if split == "train" else max(1, examples_per_user // 2)
     records: list[SyntheticRecord] = []
     for u in range(num_users):
-        words = invent_words(word_rng, WORDS_PER_USER, taken)
+        words = names[u]
         user_rng = random.Random(f"percli-synthetic|{task}|{seed}|user{u}")
         user = _user_id(task, user_rng, u)
         # Item j names two of the three words, so any two items together name all three.
