@@ -82,6 +82,38 @@ def test_bootstrap_equals_evaluate_run_after_np_random_seed():
         assert bootstrap_mid(mats[key], rng)[2] == pytest.approx(EVALUATE_BOOTSTRAP[7][key], abs=1e-12), key
 
 
+def test_bootstrap_equals_evaluate_modules_own_seeding() -> None:
+    """Live, offline: an evaluate.Metric whose _compute aggregates like evaluate's rouge.py (rouge_score
+    BootstrapAggregator on the global RNG). evaluate's EvaluationModule captures a seed from np.random's state
+    when it is created and re-seeds inside compute(); created right after np.random.seed(s), that equals ours."""
+    import datasets
+    import evaluate
+    from rouge_score import rouge_scorer, scoring
+
+    class BootstrapRouge(evaluate.Metric):
+        def _info(self) -> evaluate.MetricInfo:
+            return evaluate.MetricInfo(description="", citation="", inputs_description="", features=datasets.Features(
+                {"predictions": datasets.Value("string"), "references": datasets.Value("string")}))
+
+        def _compute(self, predictions: list[str], references: list[str]) -> dict:
+            scorer, agg = rouge_scorer.RougeScorer(list(ROUGE_TYPES)), scoring.BootstrapAggregator()
+            for ref, pred in zip(references, predictions):
+                agg.add_scores(scorer.score(ref, pred))
+            return {k: v.mid.fmeasure for k, v in agg.aggregate().items()}
+
+    preds, refs = [p["prediction"] for p in PAIRS], [p["reference"] for p in PAIRS]
+    saved = np.random.get_state()
+    try:
+        for seed in (0, 7):
+            np.random.seed(seed)
+            expected = BootstrapRouge(keep_in_memory=True).compute(predictions=preds, references=refs)
+            got = compute(preds, refs, aggregate="bootstrap", seed=seed)
+            assert {k: got[k] for k in ROUGE_TYPES} == expected
+            assert expected == pytest.approx(EVALUATE_BOOTSTRAP[seed], abs=1e-12)  # and evaluate's real script
+    finally:
+        np.random.set_state(saved)
+
+
 @pytest.mark.xfail(strict=True, reason=(
     "reference_metrics.json's rouge_aggregated_seed0 is not what evaluate 0.4.6 gives right after "
     "np.random.seed(0) (evaluate run here gives EVALUATE_BOOTSTRAP[0]; no seed in 0..2999 nor any "
