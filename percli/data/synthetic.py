@@ -12,9 +12,10 @@ invented words ("zorbleck") after "my", failed the shuffled-profile control: any
 taught the model that nonce words come next, so another user's profile still raised the planted tokens'
 PIR (SmolLM2-135M review AUC 0.725 under the control). Rare real nouns (0.70), ordinary nouns (0.66) and
 first names after "my sister" (0.68) failed the same way (48-example probes). Full names where a name is due
-bring the control to 0.50 (review, 96 examples) while the own-profile AUC stays at 0.90. Given names and surnames are dealt from two pools, so with the default
-24 users no two users share a given name or a surname. The official prompt lower-cases profile text
-(Contriever's tokenizer round trip), so the model has to copy "ethan brooks" into "Ethan Brooks".
+bring the control to 0.50 (review, 96 examples) while the own-profile AUC stays at 0.90. Given names and
+surnames are dealt from two pools, so with the default 24 users no two users share a given name or a
+surname. The official prompt lower-cases profile text (Contriever's tokenizer round trip), so the model has
+to copy "ethan brooks" into "Ethan Brooks".
 
 Generic sentences come from a combinatorial grammar with many templates, so a target rarely repeats a
 profile sentence verbatim: the profile helps on the planted names, not on the filler. Measured AUCs are in
