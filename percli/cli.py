@@ -15,13 +15,20 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from percli.errors import ConfigError, PercliError
+from percli.io import atomic_write_json, atomic_write_text
+from percli.log import log
+from percli.paths import CONF_DIR
+from percli.preflight import preflight
+from percli.rundir import check_fresh_run_dir
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-
-# command -> (one-line help, "module:function" taking (cfg, run_dir))
+# command -> (one-line help, "module:function" taking (cfg, run_dir)); a command's module is imported only
+# when it runs, so `percli data` never loads the training stack.
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("fine-tune a model with CE / PerCE / LossCE / EntCE on a LongLaMP task", "percli.train:run"),
     "eval": ("generate on a split and score ROUGE-1/2/L and METEOR (HF evaluate parity)", "percli.evaluation:run"),
@@ -56,7 +63,7 @@ def _usage() -> str:
 
 
 def _fail(message: str, code: int) -> None:
-    print(f"percli: error: {message}", file=sys.stderr)
+    log.error(message)
     raise SystemExit(code)
 
 
@@ -84,8 +91,6 @@ def main(argv: list[str] | None = None) -> None:
     debug = os.environ.get("PERCLI_DEBUG") == "1"
     try:
         if not any(a in _INFO_FLAGS for a in rest):
-            from percli.preflight import preflight
-
             preflight(command, _overrides_only(rest), multirun=("-m" in rest or "--multirun" in rest),
                       check_environment=not any(a in ("--cfg", "-c") for a in rest))
         _run_hydra(command, rest)
@@ -98,8 +103,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _run_hydra(command: str, rest: list[str]) -> None:
-    import hydra
-
     @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=command)
     def _job(cfg: DictConfig) -> None:
         _run_job(command, cfg)
@@ -119,12 +122,6 @@ def resolve_command(command: str) -> Callable[[DictConfig, Path], None]:
 
 def _run_job(command: str, cfg: DictConfig) -> None:
     """Run one Hydra job: save the resolved config, run the command, record its status in the run dir."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    from percli.io import atomic_write_json, atomic_write_text
-    from percli.rundir import check_fresh_run_dir
-
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
@@ -133,7 +130,7 @@ def _run_job(command: str, cfg: DictConfig) -> None:
         check_fresh_run_dir(run_dir, cfg)
     except ConfigError as e:  # another run's dir: leave its status.json and files untouched
         if multirun:
-            print(f"percli: job {hc.job.num} skipped: {e}", file=sys.stderr)
+            log.info(f"job {hc.job.num} skipped: {e}")
             _FAILED_JOBS.append(f"job {hc.job.num}: {e}")
             return
         _fail(str(e), e.exit_code)
@@ -156,7 +153,7 @@ def _run_job(command: str, cfg: DictConfig) -> None:
         if debug and not isinstance(e, SystemExit):
             raise
         if multirun:
-            print(f"percli: job {hc.job.num} failed ({run_dir}): {message}", file=sys.stderr)
+            log.info(f"job {hc.job.num} failed ({run_dir}): {message}")
             _FAILED_JOBS.append(f"job {hc.job.num}: {message}")
             return
         _fail(message, code)

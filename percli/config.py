@@ -13,6 +13,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from percli.errors import ConfigError
+from percli.paths import conf_options
 
 
 @dataclass(frozen=True)
@@ -36,12 +37,18 @@ def _one_of(*choices: str) -> Callable[[Any], bool]:
     return lambda v: v in choices
 
 
+def _option_of(group: str) -> tuple[Callable[[Any], bool], str]:
+    """(check, hint) for a key naming an option of conf/<group>/: the names each registry is tested against."""
+    options = conf_options(group)
+    return _one_of(*options), ", ".join(options[:-1]) + f" or {options[-1]}"
+
+
 NUMBER = (int, float)
 RULES: tuple[Rule, ...] = (
     Rule("seed", int, _non_negative, "a non-negative integer"),
-    Rule("task.name", str, _one_of("review", "abstract", "topic"), "review, abstract or topic"),
+    Rule("task.name", str, *_option_of("task")),
     Rule("task.setting", str, _one_of("user", "temporal"), "user or temporal"),
-    Rule("data.source", str, _one_of("hub", "local", "synthetic"), "hub, local or synthetic"),
+    Rule("data.source", str, *_option_of("data")),
     Rule("data.split", str, None, "a split name such as train, val or test"),
     Rule("data.max_examples", int, _positive, "a positive integer or null", nullable=True),
     Rule("data.seed", int, _non_negative, "a non-negative integer"),
@@ -51,13 +58,13 @@ RULES: tuple[Rule, ...] = (
     Rule("data.max_prompt_tokens", int, _positive, "a positive integer"),
     Rule("data.max_response_tokens", int, _positive, "a positive integer"),
     Rule("data.group_by_length", bool),
-    Rule("retriever.name", str, _one_of("bm25", "contriever", "minilm", "random", "recency")),
+    Rule("retriever.name", str, *_option_of("retriever")),
     Rule("retriever.k", int, _positive, "a positive integer (the paper uses 4)"),
     Rule("retriever.batch_size", int, _positive, "a positive integer"),
     Rule("retriever.max_length", int, lambda v: 2 <= v <= 8192, "an integer in [2, 8192] (512 for Contriever)"),
     Rule("retriever.normalize", bool),
     Rule("retriever.seed", int, _non_negative, "a non-negative integer"),
-    Rule("loss.name", str, _one_of("ce", "perce", "lossce", "entce"), "ce, perce, lossce or entce"),
+    Rule("loss.name", str, *_option_of("loss")),
     Rule("loss.min_weight", NUMBER, _non_negative, "a non-negative number"),
     Rule("loss.max_weight", NUMBER, _positive, "a positive number"),
     Rule("loss.chunk_size", int, _positive, "a positive integer (LM-head positions per chunk, e.g. 256)"),
@@ -65,7 +72,7 @@ RULES: tuple[Rule, ...] = (
     Rule("contrast.batch_size", int, _positive, "a positive integer"),
     Rule("contrast.html_max_examples", int, _non_negative, "a non-negative integer"),
     Rule("contrast.shuffle_profiles", bool),
-    Rule("schedule.name", str, _one_of("online", "periodic", "warmup")),
+    Rule("schedule.name", str, *_option_of("schedule")),
     Rule("schedule.every", int, _positive, "a positive integer"),
     Rule("schedule.warmup_steps", int, _non_negative, "a non-negative integer"),
     Rule("launcher.name", str, _one_of("local", "ddp", "deepspeed")),
@@ -116,7 +123,7 @@ RULES: tuple[Rule, ...] = (
     Rule("model.dtype", str, _one_of("auto", "float32", "bfloat16", "float16"), "auto, float32, bfloat16 or float16"),
     Rule("table.runs", str, None, "a sweep dir, a run dir or a glob"),
     Rule("table.out_dir", str, None, "a directory for table.md/.csv/.tex"),
-    Rule("table.baseline_loss", str, _one_of("ce", "perce", "lossce", "entce"), "ce, perce, lossce or entce"),
+    Rule("table.baseline_loss", str, *_option_of("loss")),
     Rule("table.select_metric", str, _one_of("rouge1", "rouge2", "rougeL", "rougeLsum", "meteor", "planted_recall"),
          "rouge1, rouge2, rougeL, rougeLsum, meteor or planted_recall"),
     Rule("table.split", str, None, "null or a split name such as test", nullable=True),

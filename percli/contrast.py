@@ -1,35 +1,8 @@
-"""PerContrast: response-token log-probs without full [B, T, V] fp32 logits, PIR, and `percli contrast`.
+"""`percli contrast`: PerContrast's PIR for every response token -> contrast.jsonl, a heatmap, a summary.
 
-Definitions (DEVELOPERS guide, issue 5). For response token t of an example with profile p and query x:
-
-    PIR_t = log P(y_t | p, x, y<t) - log P(y_t | x, y<t)
-
-Both terms come from the same model on the same response token ids: the first from the full stream
-(`full_*` keys of a `PairCollator` batch), the second from the profile-free stream (`free_*`), without
-gradient.
-
-Memory. A 151k vocabulary makes `[B, T, V]` fp32 logits the largest tensor of a step (B=4, T=4096:
-10 GB). `response_logprobs` runs the backbone (`causal_lm.get_decoder()`) to the final hidden states,
-gathers them at the N response positions only, and applies the LM head + log-softmax in chunks of
-`chunk_size` positions, so at most `chunk_size x V` fp32 logits are alive at once. Under autograd each
-chunk is checkpointed: the backward pass recomputes that chunk's logits instead of keeping N x V of them.
-Peak extra memory: O(chunk_size x V) however long the batch is.
-
-For the training team (percli/train.py): wrap the causal LM in `TokenScorer` and hand the WRAPPER to
-accelerate / DDP / DeepSpeed, so that they see one forward that uses every parameter:
-
-    scorer = TokenScorer(causal_lm, chunk_size=cfg.loss.chunk_size)   # before accelerator.prepare
-    scorer, optimizer, loader = accelerator.prepare(scorer, optimizer, loader)
-    scores = scorer(batch["full_input_ids"], batch["full_attention_mask"], batch["full_labels"],
-                    with_entropy=schedule.with_entropy)              # TokenScores, logp carries grad
-    weights, stats = schedule.weights(step, scorer, batch, scores)  # see percli.schedule
-    loss = weighted_nll(scores.logp, weights, num_tokens_global)    # see percli.losses
-    ...
-    accelerator.unwrap_model(scorer).causal_lm.save_pretrained(...)  # the HF model, without the wrapper
-
-Enable gradient checkpointing / LoRA on `causal_lm` before wrapping it; both keep working because the
-wrapper calls the (PEFT-wrapped) decoder and LM head modules themselves. Position ids are derived from the
-attention mask, so left and right padding give the same scores as an unpadded forward.
+The scoring itself is `percli.scoring`; this module picks the examples (optionally with the shuffled-profile
+control), scores them in length-sorted batches, and measures how well PIR finds the planted personal
+tokens of synthetic data (AUC). The heatmap is `templates/contrast.html.j2`.
 """
 
 from __future__ import annotations
@@ -39,181 +12,34 @@ import html
 import random
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
-from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
+from jinja2 import Environment, FileSystemLoader
+from markupsafe import Markup
+from torch import Tensor
+from tqdm import tqdm
 
+from percli.data.collate import PairCollator, encode_examples
+from percli.data.example import Example
+from percli.data.longlamp import load_examples
+from percli.device import default_device
 from percli.errors import DataError
-
-IGNORE_INDEX = -100
-DEFAULT_CHUNK_SIZE = 256
-
-
-class TokenScores(NamedTuple):
-    """Scores of the N response tokens of a batch, in row-major order (row, then position).
-
-    A NamedTuple so that DDP / accelerate treat it as a container of tensors (pytree-flattenable).
-    """
-
-    logp: Tensor  # [N] fp32 log P(y_t | prefix); carries grad when computed with grad enabled
-    entropy: Tensor | None  # [N] fp32 detached predictive entropy in nats (with_entropy=True), else None
-    row: Tensor  # [N] long, batch row of each token
-    target: Tensor  # [N] long, the scored token ids
+from percli.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
+from percli.log import log, result
+from percli.losses import LOSSES
+from percli.models import load_model_and_tokenizer
+from percli.paths import TEMPLATES_DIR
+from percli.scoring import TokenScorer, contrast_batch
 
 
-def response_mask(labels: Tensor) -> Tensor:
-    """[B, T-1] bool: position t predicts a response token (HF labels are aligned with input_ids)."""
-    return labels[:, 1:] != IGNORE_INDEX
-
-
-def count_response_tokens(labels: Tensor) -> int:
-    return int(response_mask(labels).sum())
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    """The causal LM inside a TokenScorer and/or a DDP / DeepSpeed wrapper (`.module`)."""
-    while True:
-        if isinstance(model, TokenScorer):
-            return model.causal_lm
-        inner = getattr(model, "module", None)
-        if not isinstance(inner, nn.Module):
-            return model
-        model = inner
-
-
-def _score_chunk(head: nn.Module, hidden: Tensor, target: Tensor, softcap: float | None,
-                 with_entropy: bool) -> tuple[Tensor, Tensor | None]:
-    logits = head(hidden).float()
-    if softcap:  # Gemma-style final logit soft-capping, as the model's own forward applies it
-        logits = torch.tanh(logits / softcap) * softcap
-    # logsumexp + gather instead of log_softmax: one [c, V] buffer fewer.
-    lse = torch.logsumexp(logits, dim=-1)
-    logp = logits.gather(-1, target[:, None]).squeeze(-1) - lse
-    entropy = None
-    if with_entropy:
-        with torch.no_grad():  # EntCE only uses it detached
-            entropy = lse - (torch.softmax(logits, dim=-1) * logits).sum(-1)
-    return logp, entropy
-
-
-def response_logprobs(
-    model: nn.Module,
-    input_ids: Tensor,
-    attention_mask: Tensor,
-    labels: Tensor,
-    *,
-    with_entropy: bool = False,
-    chunk_size: int = DEFAULT_CHUNK_SIZE,
-) -> TokenScores:
-    """log P(y_t | y<t) at every position whose shifted label is not -100, never holding [B, T, V] fp32.
-
-    `model` is a causal LM (HF `PreTrainedModel`, PEFT-wrapped or not). Works with and without grad.
-    """
-    causal_lm = _unwrap(model)
-    mask = response_mask(labels)
-    if bool((attention_mask[:, 1:] == 0)[mask].any()):
-        raise DataError("a response label sits on a padded position (attention_mask=0); the collator "
-                        "must mask labels of padding with -100")
-    rows, cols = mask.nonzero(as_tuple=True)  # row-major, so rows come out sorted
-    target = labels[:, 1:][mask]
-    # Positions count real tokens only: left padding then scores exactly like an unpadded sequence.
-    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-    out = causal_lm.get_decoder()(input_ids=input_ids, attention_mask=attention_mask,
-                                  position_ids=position_ids, use_cache=False)
-    hidden = out[0][rows, cols]  # [N, H]: the only hidden states the LM head needs
-    head = causal_lm.get_output_embeddings()
-    softcap = getattr(causal_lm.config, "final_logit_softcapping", None)
-    # Checkpoint each chunk when a backward will follow: autograd then keeps the chunk's inputs, not its logits.
-    use_ckpt = torch.is_grad_enabled() and (hidden.requires_grad or any(p.requires_grad for p in head.parameters()))
-    logps, ents = [], []
-    for s in range(0, hidden.shape[0], chunk_size):
-        args = (head, hidden[s:s + chunk_size], target[s:s + chunk_size], softcap, with_entropy)
-        lp, ent = checkpoint(_score_chunk, *args, use_reentrant=False) if use_ckpt else _score_chunk(*args)
-        logps.append(lp)
-        ents.append(ent)
-    empty = hidden.new_zeros(0, dtype=torch.float32)
-    logp = torch.cat(logps) if logps else empty
-    entropy = (torch.cat(ents) if ents else empty) if with_entropy else None
-    return TokenScores(logp=logp, entropy=entropy, row=rows, target=target)
-
-
-class TokenScorer(nn.Module):
-    """nn.Module around a causal LM whose forward returns `TokenScores` of the response tokens.
-
-    Prepare THIS module with accelerate / DDP / DeepSpeed (not the bare LM) so the memory-lean forward
-    is the module's forward. `scorer.causal_lm` is the HF model (save / generate with it).
-    """
-
-    def __init__(self, causal_lm: nn.Module, chunk_size: int = DEFAULT_CHUNK_SIZE):
-        super().__init__()
-        self.causal_lm = causal_lm
-        self.chunk_size = chunk_size
-
-    def forward(self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor,
-                with_entropy: bool = False) -> TokenScores:
-        return response_logprobs(self.causal_lm, input_ids, attention_mask, labels,
-                                 with_entropy=with_entropy, chunk_size=self.chunk_size)
-
-
-def _is_scorer(model: nn.Module) -> bool:
-    while model is not None:
-        if isinstance(model, TokenScorer):
-            return True
-        model = getattr(model, "module", None)
-    return False
-
-
-def score_stream(model: nn.Module, batch: dict[str, Any], stream: str, *, with_entropy: bool = False,
-                 chunk_size: int = DEFAULT_CHUNK_SIZE) -> TokenScores:
-    """TokenScores of one stream ("full" or "free") of a PairCollator batch, through the scorer's forward
-    when `model` is a (wrapped) TokenScorer so that DDP / DeepSpeed hooks run."""
-    ids, att, lab = (batch[f"{stream}_input_ids"], batch[f"{stream}_attention_mask"], batch[f"{stream}_labels"])
-    if _is_scorer(model):
-        return model(ids, att, lab, with_entropy=with_entropy)
-    return response_logprobs(model, ids, att, lab, with_entropy=with_entropy, chunk_size=chunk_size)
-
-
-def check_aligned(full: TokenScores, free: TokenScores, ids: Sequence[str] | None = None) -> None:
-    """Both streams must score the same response tokens, row by row (the collator's invariant)."""
-    if full.target.shape == free.target.shape and bool((full.row == free.row).all()) \
-            and bool((full.target == free.target).all()):
-        return
-    n_rows = int(torch.cat([full.row, free.row]).max()) + 1 if full.row.numel() + free.row.numel() else 0
-    for r in range(n_rows):
-        a, b = full.target[full.row == r], free.target[free.row == r]
-        if a.shape != b.shape or not bool((a == b).all()):
-            name = ids[r] if ids is not None and r < len(ids) else f"row {r}"
-            raise DataError(f"example {name}: the full stream has {a.numel()} response tokens and the "
-                            f"profile-free stream {b.numel()} (or different ids); both streams must carry "
-                            "identical response ids (check data.max_prompt_tokens / max_response_tokens)")
-    raise DataError("full and profile-free streams disagree on response tokens")
-
-
-def contrast_batch(model: nn.Module, batch: dict[str, Any], *, with_entropy: bool = False,
-                   chunk_size: int = DEFAULT_CHUNK_SIZE) -> dict[str, Tensor | None]:
-    """PerContrast for a PairCollator batch, both passes without grad.
-
-    Returns logp_full, logp_free, pir (= logp_full - logp_free), row, target ([N] each, row-major) and
-    entropy (full stream, or None).
-    """
-    with torch.no_grad():
-        full = score_stream(model, batch, "full", with_entropy=with_entropy, chunk_size=chunk_size)
-        free = score_stream(model, batch, "free", chunk_size=chunk_size)
-    check_aligned(full, free, batch.get("ids"))
-    return {"logp_full": full.logp, "logp_free": free.logp, "pir": full.logp - free.logp,
-            "row": full.row, "target": full.target, "entropy": full.entropy}
-
-
-# ------------------------------------------------------------------------------------- percli contrast
-def shuffle_profiles(examples: list, seed: int) -> list:
+def shuffle_profiles(examples: list[Example], seed: int) -> list[Example]:
     """The control: every example gets the retrieved profile of an example of ANOTHER user.
 
     Users are permuted by a seeded random cyclic permutation (Sattolo), a derangement: no user keeps their
     own profile. Example j of user u takes the profile of example j (mod count) of user pi(u).
     """
-    by_user: dict[str, list] = {}
+    by_user: dict[str, list[Example]] = {}
     for ex in examples:
         by_user.setdefault(ex.user_id, []).append(ex)
     users = sorted(by_user)
@@ -268,8 +94,6 @@ def _quantiles(x: Tensor) -> dict[str, float]:
 def _score_pairs(scorer: TokenScorer, pairs: list, collator: Any, batch_size: int, device: torch.device,
                  with_entropy: bool) -> list[dict[str, Tensor]]:
     """contrast_batch over all pairs (batched longest-first for little padding), results in pair order."""
-    from tqdm import tqdm
-
     order = sorted(range(len(pairs)), key=lambda i: -len(pairs[i].full_ids))
     results: list[dict[str, Tensor]] = [{} for _ in pairs]
     batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
@@ -287,34 +111,31 @@ def _score_pairs(scorer: TokenScorer, pairs: list, collator: Any, batch_size: in
 def run(cfg: Any, run_dir: Path) -> None:
     """`percli contrast`: PIR of every response token -> contrast.jsonl, contrast.html,
     contrast_summary.json and a summary on stdout."""
-    from percli.data.collate import PairCollator, encode_examples
-    from percli.data.longlamp import load_examples
-    from percli.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
-    from percli.losses import raw_scores
-    from percli.models import load_model_and_tokenizer
-
     c, loss = cfg.contrast, cfg.loss
+    score = LOSSES[loss.name].score
     examples = load_examples(cfg, cfg.data.split)
     if c.max_examples:
         examples = examples[: c.max_examples]
     if c.shuffle_profiles:
         examples = shuffle_profiles(examples, cfg.seed)
     model, tokenizer = load_model_and_tokenizer(cfg.model, seed=cfg.seed)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = default_device()
     model.to(device).eval()
-    pairs, _ = encode_examples(examples, tokenizer, cfg.data)
+    pairs, report = encode_examples(examples, tokenizer, cfg.data)
+    log.info(report.summary())
     if not pairs:
         raise DataError(f"no example of split {cfg.data.split} fits data.max_prompt_tokens="
                         f"{cfg.data.max_prompt_tokens}; raise it")
     scorer = TokenScorer(model, chunk_size=loss.chunk_size)
-    scores = _score_pairs(scorer, pairs, PairCollator(tokenizer), c.batch_size, device, loss.name == "entce")
+    scores = _score_pairs(scorer, pairs, PairCollator(tokenizer), c.batch_size, device,
+                          LOSSES[loss.name].needs_entropy)
 
     rows, truth_pos, truth_neg = [], [], []
     all_pir, all_raw = [], []
     for pair, s in zip(pairs, scores):
         ex = examples[pair.index]
-        raw = raw_scores(loss.name, logp_full=s["logp_full"], logp_free=s["logp_free"], entropy=s.get("entropy"),
-                         row=torch.zeros(len(s["pir"]), dtype=torch.long))
+        raw = score(logp_full=s["logp_full"], logp_free=s["logp_free"], entropy=s.get("entropy"),
+                    row=torch.zeros(len(s["pir"]), dtype=torch.long))
         weights = raw.clamp(loss.min_weight, loss.max_weight) if raw is not None else torch.ones_like(s["pir"])
         all_pir.append(s["pir"])
         all_raw.append(raw if raw is not None else torch.ones_like(s["pir"]))
@@ -349,7 +170,7 @@ def run(cfg: Any, run_dir: Path) -> None:
     atomic_write_jsonl(run_dir / "contrast.jsonl", rows)
     atomic_write_json(run_dir / "contrast_summary.json", summary)
     atomic_write_text(run_dir / "contrast.html", render_html(rows[: c.html_max_examples], summary))
-    print(format_summary(summary, run_dir))
+    result(format_summary(summary, run_dir))
 
 
 def format_summary(s: dict[str, Any], run_dir: Path) -> str:
@@ -378,54 +199,48 @@ def _colour(pir: float, scale: float) -> str:
     return f"rgba({rgb},{a:.3f})"
 
 
+def _segments(row: dict) -> list[dict[str, Any]]:
+    """The response as text pieces: a token (with its colour, hover title and planted mark) or plain text."""
+    out, pos, pieces = row["output"], 0, []
+    planted = set(row.get("planted", []))
+    for i, t in enumerate(row["tokens"]):
+        start, end = max(t["start"], pos), t["end"]
+        if start > pos:  # text between tokens (never expected, but the page must show all of output)
+            pieces.append({"text": out[pos:start]})
+        label = out[start:end] if end > start else (Markup("&#9166;") if t["start"] >= len(out) else "")
+        if not label:
+            continue  # the rest of a character split over several byte-level tokens
+        pieces.append({"text": label, "colour": _colour(t["pir"], row["scale"]), "planted": i in planted,
+                       "title": f"PIR {t['pir']:+.3f} | w {t['weight']:.3f} | logp full {t['logp_full']:.3f} | "
+                                f"logp free {t['logp_free']:.3f}"})
+        pos = max(pos, end)
+    if pos < len(out):
+        pieces.append({"text": out[pos:]})
+    return pieces
+
+
+def _escape(value: Any) -> Markup:
+    """Autoescaping with the standard library's html.escape, so pages stay byte-identical to earlier ones."""
+    return value if isinstance(value, Markup) else Markup(html.escape(str(value)))
+
+
+_TEMPLATES = Environment(loader=FileSystemLoader(TEMPLATES_DIR), autoescape=True, finalize=_escape,
+                         keep_trailing_newline=True)
+
+
 def render_html(rows: list[dict], summary: dict[str, Any]) -> str:
     """One self-contained page: each example's response, every token coloured by PIR, values on hover."""
-    esc = html.escape
     scale = float(summary["max_weight"])
-    parts = []
-    for row in rows:
-        out, pos, spans = row["output"], 0, []
-        planted = set(row.get("planted", []))
-        for i, t in enumerate(row["tokens"]):
-            start, end = max(t["start"], pos), t["end"]
-            if start > pos:  # text between tokens (never expected, but the page must show all of output)
-                spans.append(esc(out[pos:start]))
-            label = esc(out[start:end]) if end > start else ("&#9166;" if t["start"] >= len(out) else "")
-            if not label:
-                continue  # the rest of a character split over several byte-level tokens
-            tip = (f"PIR {t['pir']:+.3f} | w {t['weight']:.3f} | logp full {t['logp_full']:.3f} | "
-                   f"logp free {t['logp_free']:.3f}")
-            cls = ' class="planted"' if i in planted else ""
-            spans.append(f'<span{cls} style="background:{_colour(t["pir"], scale)}" title="{esc(tip)}">{label}</span>')
-            pos = max(pos, end)
-        if pos < len(out):
-            spans.append(esc(out[pos:]))
-        parts.append(f'<section><h3>{esc(row["id"])}</h3><p class="resp">{"".join(spans)}</p></section>')
     title = (f"PerContrast PIR: {summary['model']} / {summary['task']} / {summary['source']}:{summary['split']}"
              + (" (shuffled profiles)" if summary["shuffle_profiles"] else ""))
-    stats = (f"{summary['examples']} examples, {summary['tokens']} tokens, mean PIR {summary['pir_mean']:.4f}")
+    stats = f"{summary['examples']} examples, {summary['tokens']} tokens, mean PIR {summary['pir_mean']:.4f}"
     if "planted" in summary:
         p = summary["planted"]
         stats += (f"; planted-token AUC {p['auc']:.4f}, mean planted PIR {p['mean_pir_planted']:.4f} "
                   "(planted tokens underlined)")
-    legend = (f'<span style="background:{_colour(-scale, scale)}">PIR -{scale:g}</span> '
-              f'<span style="background:{_colour(-scale / 2, scale)}">-{scale / 2:g}</span> 0 '
-              f'<span style="background:{_colour(scale / 2, scale)}">+{scale / 2:g}</span> '
-              f'<span style="background:{_colour(scale, scale)}">+{scale:g}</span>')
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; padding: 0 1rem; }}
-.resp {{ white-space: pre-wrap; line-height: 1.7; font-family: ui-monospace, monospace; font-size: 0.9rem; }}
-.resp span:hover {{ outline: 1px solid #111; }}
-.planted {{ text-decoration: underline 2px; }}
-section {{ border-top: 1px solid #ddd; }}
-h3 {{ font-size: 0.9rem; color: #555; }}
-</style></head><body>
-<h1 style="font-size:1.2rem">{esc(title)}</h1>
-<p>{esc(stats)}</p>
-<p>PIR = log P(y_t | profile, query, y&lt;t) - log P(y_t | query, y&lt;t); hover a token for its values.
-Colour: {legend} (saturates at the loss's max_weight)</p>
-{"".join(parts)}
-</body></html>
-"""
+    legend = [(_colour(v, scale), label) for v, label in
+              ((-scale, f"PIR -{scale:g}"), (-scale / 2, f"-{scale / 2:g}"), (scale / 2, f"+{scale / 2:g}"),
+               (scale, f"+{scale:g}"))]
+    sections = [{"id": row["id"], "pieces": _segments({**row, "scale": scale})} for row in rows]
+    return _TEMPLATES.get_template("contrast.html.j2").render(title=title, stats=stats, legend=legend,
+                                                             sections=sections)

@@ -25,10 +25,16 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
 
 from percli import metrics as metrics_lib
+from percli.data.collate import fit_profile, pad_rows
+from percli.data.longlamp import load_examples
+from percli.device import default_device
 from percli.errors import ConfigError, DataError, EnvironmentProblem
 from percli.io import atomic_write_json, atomic_write_jsonl
+from percli.log import log, result
+from percli.models import chat_prompt_ids, checkpoint_dir, load_model_and_tokenizer, load_tokenizer
 
 PLANTED = "planted_recall"
 
@@ -53,16 +59,6 @@ def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
     return sorted(i for i in ids if i is not None)
 
 
-def _left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
-        mask[i, width - len(r):] = 1
-    return ids, mask
-
-
 def generate(
     model: Any,
     tokenizer: Any,
@@ -82,8 +78,6 @@ def generate(
     `ignore_eos` forces exactly `max_new_tokens` per prompt (for throughput measurements that compare
     batch sizes on equal work). The torch RNG used for sampling is private (forked, seeded by `seed`).
     """
-    from tqdm.auto import tqdm
-
     if not prompt_ids:
         return GenerationResult([], [], 0.0)
     if any(len(p) == 0 for p in prompt_ids):
@@ -115,7 +109,7 @@ def generate(
             torch.manual_seed(seed)
             for b in range(0, len(order), batch_size):
                 idx = order[b:b + batch_size]
-                ids, mask = _left_pad([prompt_ids[i] for i in idx], pad_id)
+                ids, mask = pad_rows([prompt_ids[i] for i in idx], pad_id, "left")  # decoders continue at the end
                 out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
                                      generation_config=gen_config)
                 new = out[:, ids.shape[1]:].tolist()
@@ -155,9 +149,6 @@ def eval_prompt_ids(examples: Sequence[Any], tokenizer: Any, max_prompt_tokens: 
     """Chat-templated full prompts, fitted to `max_prompt_tokens` as training fits them (profile items
     dropped from the end, then the last one cut). An input that alone exceeds the budget is kept whole:
     evaluation never drops an example. Returns (ids per example, number over budget)."""
-    from percli.data.collate import fit_profile
-    from percli.models import chat_prompt_ids
-
     def ids_of(prompt: str) -> list[int]:
         return chat_prompt_ids(tokenizer, prompt)
 
@@ -197,15 +188,15 @@ def score_rows(rows: Sequence[dict], aggregate: str, seed: int) -> tuple[dict, l
 
 def _write_and_report(rows: list[dict], extra: dict, cfg: DictConfig, run_dir: Path) -> dict:
     aggregate = str(OmegaConf.select(cfg, "eval.aggregate", default="mean"))
-    result, per_example = score_rows(rows, aggregate, int(OmegaConf.select(cfg, "seed", default=0)))
-    result.update(extra)
+    scores, per_example = score_rows(rows, aggregate, int(OmegaConf.select(cfg, "seed", default=0)))
+    scores.update(extra)
     atomic_write_jsonl(run_dir / "predictions.jsonl", rows)
     atomic_write_jsonl(run_dir / "scores.jsonl", per_example)
-    atomic_write_json(run_dir / "metrics.json", result)
-    shown = "  ".join(f"{k} {result[k]:.4f}" for k in (*metrics_lib.METRIC_KEYS, PLANTED) if k in result)
-    print(f"percli: eval on {result['num_examples']} examples ({aggregate}): {shown}")
-    print(f"percli: wrote {run_dir / 'metrics.json'} and predictions.jsonl")
-    return result
+    atomic_write_json(run_dir / "metrics.json", scores)
+    shown = "  ".join(f"{k} {scores[k]:.4f}" for k in (*metrics_lib.METRIC_KEYS, PLANTED) if k in scores)
+    result(f"percli: eval on {scores['num_examples']} examples ({aggregate}): {shown}\n"
+           f"percli: wrote {run_dir / 'metrics.json'} and predictions.jsonl")
+    return scores
 
 
 def read_predictions(path: Path) -> list[dict]:
@@ -265,8 +256,8 @@ def evaluate_model(model: Any, tokenizer: Any, examples: Sequence[Any], cfg: Dic
         raise DataError("no examples to evaluate; check the split, data.max_examples and eval.max_examples")
     prompt_ids, over = eval_prompt_ids(examples, tokenizer, int(cfg.data.max_prompt_tokens))
     if over:
-        print(f"percli: {over} prompts exceed data.max_prompt_tokens={cfg.data.max_prompt_tokens} even without "
-              "profile; generated from the whole input anyway", file=sys.stderr)
+        log.info(f"{over} prompts exceed data.max_prompt_tokens={cfg.data.max_prompt_tokens} even without "
+                 "profile; generated from the whole input anyway")
     opts = _generation_options(cfg)
     gen = generate(model, tokenizer, prompt_ids, **opts)
     extra = _extra(cfg, "hf", opts, gen.new_tokens, gen.seconds, prompt_ids)
@@ -288,7 +279,7 @@ def _extra(cfg: DictConfig, backend: str, opts: dict, new_tokens: Sequence[int],
 
 def _require_vllm() -> Any:
     try:
-        import vllm
+        import vllm  # an optional extra in its own environment (it pins another torch)
     except ImportError:
         raise EnvironmentProblem(
             "eval.backend=vllm needs vLLM, which is not installed here; vLLM pins its own torch, so install it "
@@ -301,8 +292,6 @@ def _vllm_generate(cfg: DictConfig, tokenizer: Any, prompt_ids: Sequence[Sequenc
                    ) -> tuple[list[str], list[int], float]:
     """The same prompts through vLLM (GPU machines, own environment; see README)."""
     vllm = _require_vllm()
-    from percli.models import checkpoint_dir
-
     source = checkpoint_dir(cfg.model)
     if source is None:
         raise ConfigError(f"eval.backend=vllm needs a checkpoint directory; model={cfg.model.name} is random-init "
@@ -327,22 +316,15 @@ def run(cfg: DictConfig, run_dir: Path) -> None:
         return
     if cfg.eval.backend == "vllm":
         _require_vllm()  # before any data or model work
-    from percli.data.longlamp import load_examples
-
     examples = _limit(load_examples(cfg, str(cfg.eval.split)), cfg)
     if cfg.eval.backend == "vllm":
-        from percli.models import load_tokenizer
-
         tokenizer = load_tokenizer(cfg.model)
         prompt_ids, _ = eval_prompt_ids(examples, tokenizer, int(cfg.data.max_prompt_tokens))
         texts, new_tokens, seconds = _vllm_generate(cfg, tokenizer, prompt_ids)
         extra = _extra(cfg, "vllm", _generation_options(cfg), new_tokens, seconds, prompt_ids)
         _write_and_report(_rows(examples, texts), extra, cfg, run_dir)
         return
-    from percli.models import load_model_and_tokenizer
-
     model, tokenizer = load_model_and_tokenizer(cfg.model, seed=int(cfg.seed))
-    if torch.cuda.is_available():  # load_model leaves the model on the CPU
-        model.to("cuda")
+    model.to(default_device())  # load_model leaves the model on the CPU
     evaluate_model(model, tokenizer, examples, cfg, run_dir)
 

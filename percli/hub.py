@@ -9,6 +9,9 @@ import threading
 from functools import cache
 from urllib.parse import urlparse
 
+from huggingface_hub import snapshot_download
+from huggingface_hub.errors import LocalEntryNotFoundError
+
 from percli.errors import EnvironmentProblem
 
 
@@ -55,9 +58,6 @@ def hub_model_dir(repo_id: str, model_name: str, download: bool = True) -> str |
 
     With download=False it only checks (returns None if a download would be needed and could succeed).
     """
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
-
     try:
         return snapshot_download(repo_id, local_files_only=True)
     except LocalEntryNotFoundError:

@@ -27,20 +27,22 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import DictConfig
 
-from percli.cli import CONF_DIR
+from percli import checkpoint as ckpt_lib
+from percli.device import precision
+from percli.distributed import world_size
 from percli.errors import ConfigError, EnvironmentProblem, PercliError
 from percli.io import atomic_write_json, atomic_write_text
+from percli.paths import CONF_DIR, REPO_ROOT
+from percli.signals import STOP_FILE, STOP_SIGNALS
 
-REPO_ROOT = CONF_DIR.parent
-STOP_FILE = ".stop"
 ERRORS_DIR = ".worker-errors"
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 
 class WorkerFailed(PercliError):
@@ -49,23 +51,6 @@ class WorkerFailed(PercliError):
     def __init__(self, message: str, exit_code: int):
         super().__init__(message)
         self.exit_code = exit_code
-
-
-def world_size(cfg: DictConfig) -> int:
-    launcher = cfg.launcher
-    return 1 if launcher.name == "local" else int(launcher.num_processes) * int(launcher.num_machines)
-
-
-def precision(cfg: DictConfig) -> str:
-    """`bf16` (mixed precision / DeepSpeed bf16) or `no` (fp32)."""
-    choice = cfg.launcher.mixed_precision
-    gpu_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    if choice == "auto":
-        return "bf16" if gpu_bf16 else "no"
-    if choice == "bf16" and not gpu_bf16:
-        raise EnvironmentProblem("launcher.mixed_precision=bf16 needs a bf16-capable GPU and none is visible; "
-                                 "use launcher.mixed_precision=auto (fp32 on CPU)")
-    return choice
 
 
 def check_launcher(cfg: DictConfig) -> None:
@@ -95,8 +80,6 @@ def check_launcher(cfg: DictConfig) -> None:
 
 def check_resume(cfg: DictConfig, run_dir: Path) -> None:
     """Refuse, before any model loads, to resume a checkpoint whose run had other result-affecting values."""
-    from percli import checkpoint as ckpt_lib
-
     ckpt = ckpt_lib.resolve_resume(cfg.train.resume, run_dir)
     if ckpt is not None:
         saved = ckpt_lib.read_trainer_state(ckpt)["fingerprint"]
@@ -155,10 +138,11 @@ def accelerate_command(cfg: DictConfig, run_dir: Path) -> list[str]:
     return cmd + ["-m", "percli.worker", str(run_dir)]
 
 
-def launch(cfg: DictConfig, run_dir: Path) -> None:
-    """Train with cfg.launcher; returns when training ended, raises the workers' error otherwise."""
-    from percli.train import train
+def launch(cfg: DictConfig, run_dir: Path, train: Callable[[DictConfig, Path], None]) -> None:
+    """Train with cfg.launcher; returns when training ended, raises the workers' error otherwise.
 
+    `train(cfg, run_dir)` is what each process runs (`percli.worker` runs the same in launched workers);
+    launcher=local runs it here."""
     run_dir = Path(run_dir)
     check_launcher(cfg)
     check_resume(cfg, run_dir)

@@ -19,7 +19,10 @@ mean_e(.) is the mean over the response tokens of the token's own example, so Lo
 scale-free with mean 1 before clipping, comparable with PerCE weights (PIR in nats, clipped to the same
 range). An example whose score is zero everywhere (mean 0) gets w_t = 1.
 
-Using it under gradient accumulation and several ranks (see `global_token_count`):
+`LOSSES` is the registry: `loss=NAME` (conf/loss/NAME.yaml, `name: NAME`) selects `LOSSES[NAME]`. Adding a
+loss is one `@register_loss` function returning the detached raw score (or None for w=1) and one YAML file.
+
+Using it under gradient accumulation and several ranks (`global_token_count` in percli.distributed):
 
     n_local = sum(count_response_tokens(b["full_labels"]) for b in micro_batches_of_this_step)
     N = global_token_count(n_local)                       # all_reduce(SUM) when torch.distributed is up
@@ -33,55 +36,93 @@ accumulation steps: the 1/N already covers every micro-batch.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-import torch.distributed as dist
-from torch import Tensor
+from percli.errors import ConfigError
 
-from percli.contrast import count_response_tokens
+if TYPE_CHECKING:  # Tensor methods only: `percli table` and config checks read LOSSES without loading torch
+    from torch import Tensor
 
-LOSSES = ("ce", "perce", "lossce", "entce")
 _EPS = 1e-12
+# Scores a loss: (logp_full, logp_free, entropy, row) -> detached raw score [N], or None for w = 1.
+ScoreFn = Callable[..., "Tensor | None"]
 
-__all__ = ["LOSSES", "count_response_tokens", "global_token_count", "merge_stats", "raw_scores",
-           "token_weights", "weight_stats", "weighted_nll"]
+
+@dataclass(frozen=True)
+class Loss:
+    name: str
+    label: str  # how tables and plots name it
+    score: ScoreFn
+    needs_free: bool = False  # needs the profile-free pass (PIR)
+    needs_entropy: bool = False  # needs the full stream's predictive entropy
+
+
+LOSSES: dict[str, Loss] = {}
+
+
+def register_loss(name: str, label: str, *, needs_free: bool = False,
+                  needs_entropy: bool = False) -> Callable[[ScoreFn], ScoreFn]:
+    """Add a score function to LOSSES under `name` (the `name:` of its conf/loss YAML)."""
+    def add(fn: ScoreFn) -> ScoreFn:
+        LOSSES[name] = Loss(name, label, fn, needs_free, needs_entropy)
+        return fn
+    return add
+
+
+def get_loss(name: str) -> Loss:
+    if name not in LOSSES:
+        raise ConfigError(f"loss.name={name!r} is not a known loss; choose one of: {', '.join(LOSSES)}")
+    return LOSSES[name]
 
 
 def _example_mean(x: Tensor, row: Tensor) -> Tensor:
     """For each token, the mean of x over the tokens of its own example (same row)."""
     n_rows = int(row.max()) + 1 if row.numel() else 0
-    sums = torch.zeros(n_rows, dtype=x.dtype, device=x.device).index_add_(0, row, x)
-    counts = torch.bincount(row, minlength=n_rows).to(x.dtype)
+    sums = x.new_zeros(n_rows).index_add_(0, row, x)
+    counts = row.bincount(minlength=n_rows).to(x.dtype)
     return (sums / counts)[row]
 
 
 def _normalised(score: Tensor, row: Tensor) -> Tensor:
     mean = _example_mean(score, row)
-    return torch.where(mean > _EPS, score / mean.clamp(min=_EPS), torch.ones_like(score))
+    return (score / mean.clamp(min=_EPS)).where(mean > _EPS, score.new_ones(()))
+
+
+@register_loss("ce", "CE")
+def _ce(*, logp_full: Tensor, logp_free: Tensor | None, entropy: Tensor | None, row: Tensor) -> None:
+    return None
+
+
+@register_loss("perce", "PerCE", needs_free=True)
+def _perce(*, logp_full: Tensor, logp_free: Tensor | None, entropy: Tensor | None, row: Tensor) -> Tensor:
+    if logp_free is None:
+        raise ValueError("loss=perce needs logp_free (the profile-free pass)")
+    return logp_full.detach().float() - logp_free.detach().float()
+
+
+@register_loss("lossce", "LossCE")
+def _lossce(*, logp_full: Tensor, logp_free: Tensor | None, entropy: Tensor | None, row: Tensor) -> Tensor:
+    return _normalised(-logp_full.detach().float(), row)
+
+
+@register_loss("entce", "EntCE", needs_entropy=True)
+def _entce(*, logp_full: Tensor, logp_free: Tensor | None, entropy: Tensor | None, row: Tensor) -> Tensor:
+    if entropy is None:
+        raise ValueError("loss=entce needs the entropy: score the full stream with with_entropy=True")
+    return _normalised(entropy.detach().float(), row)
 
 
 def raw_scores(name: str, *, logp_full: Tensor, logp_free: Tensor | None = None,
                entropy: Tensor | None = None, row: Tensor) -> Tensor | None:
     """The detached score before clipping (PIR for perce, normalised NLL / entropy); None for ce."""
-    if name == "ce":
-        return None
-    if name == "perce":
-        if logp_free is None:
-            raise ValueError("loss=perce needs logp_free (the profile-free pass)")
-        return logp_full.detach().float() - logp_free.detach().float()
-    if name == "lossce":
-        return _normalised(-logp_full.detach().float(), row)
-    if name == "entce":
-        if entropy is None:
-            raise ValueError("loss=entce needs the entropy: score the full stream with with_entropy=True")
-        return _normalised(entropy.detach().float(), row)
-    raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
+    return get_loss(name).score(logp_full=logp_full, logp_free=logp_free, entropy=entropy, row=row)
 
 
 def clip_weights(raw: Tensor | None, like: Tensor, min_weight: float, max_weight: float) -> Tensor:
     if raw is None:
-        return torch.ones_like(like, dtype=torch.float32).detach()
+        return like.detach().new_ones(like.shape).float()
     return raw.clamp(min=min_weight, max=max_weight)
 
 
@@ -114,56 +155,3 @@ def weight_stats(weights: Tensor, *, raw: Tensor | None = None, pir: Tensor | No
         "clip_high": int((raw > max_weight).sum()) / n if raw is not None and n else 0.0,
         "tokens": n,
     }
-
-
-_STAT_KEYS = ("pir_mean", "weight_mean", "clip_low", "clip_high")
-
-
-def merge_stats(stats: Iterable[dict], *, across_ranks: bool = True,
-                device: torch.device | None = None) -> dict[str, float | int | None]:
-    """Token-weighted means of micro-batch stats over one optimizer step (and over ranks when
-    torch.distributed is initialised and across_ranks=True: every rank must call it)."""
-    stats = list(stats)
-    # [sum of value*tokens, tokens with a value] per key, plus the total token count.
-    acc = torch.zeros(2 * len(_STAT_KEYS) + 1, dtype=torch.float64)
-    for s in stats:
-        n = s["tokens"]
-        acc[-1] += n
-        for i, k in enumerate(_STAT_KEYS):
-            if s.get(k) is not None:
-                acc[2 * i] += s[k] * n
-                acc[2 * i + 1] += n
-    if across_ranks and _distributed():
-        acc = acc.to(device or _collective_device())
-        dist.all_reduce(acc, op=dist.ReduceOp.SUM)
-        acc = acc.cpu()
-    out: dict[str, float | int | None] = {
-        k: (float(acc[2 * i] / acc[2 * i + 1]) if acc[2 * i + 1] > 0 else None) for i, k in enumerate(_STAT_KEYS)
-    }
-    out["tokens"] = int(acc[-1])
-    return out
-
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def _collective_device() -> torch.device:
-    """NCCL reduces CUDA tensors only; gloo takes CPU tensors."""
-    if dist.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
-
-
-def global_token_count(local_count: int | Tensor, device: torch.device | None = None) -> int:
-    """Response tokens of this optimizer step summed over ranks (all_reduce SUM; every rank must call it).
-
-    `local_count`: this rank's tokens over all of its grad-accum micro-batches
-    (`sum(count_response_tokens(b["full_labels"]) for b in micro_batches)`).
-    """
-    n = int(local_count)
-    if not _distributed():
-        return n
-    t = torch.tensor([n], dtype=torch.long, device=device or _collective_device())
-    dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return int(t.item())

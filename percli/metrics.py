@@ -22,8 +22,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from nltk import word_tokenize
+from nltk.translate.meteor_score import single_meteor_score
+from rouge_score import rouge_scorer
 
 from percli.errors import DataError
+from percli.nltk_data import ensure_nltk_data
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 METRIC_KEYS = (*ROUGE_TYPES, "meteor")
@@ -50,8 +54,6 @@ def _check_inputs(predictions: Sequence[str], references: Sequence[str]) -> None
 
 def rouge_matrices(predictions: Sequence[str], references: Sequence[str]) -> dict[str, np.ndarray]:
     """Per ROUGE type, a float64 [n, 3] matrix of (precision, recall, fmeasure) per example."""
-    from rouge_score import rouge_scorer
-
     scorer = rouge_scorer.RougeScorer(rouge_types=list(ROUGE_TYPES), use_stemmer=False)
     rows: dict[str, list[tuple[float, float, float]]] = {t: [] for t in ROUGE_TYPES}
     for pred, ref in zip(predictions, references):
@@ -63,12 +65,7 @@ def rouge_matrices(predictions: Sequence[str], references: Sequence[str]) -> dic
 
 def meteor_scores(predictions: Sequence[str], references: Sequence[str]) -> list[float]:
     """METEOR per example, on nltk `word_tokenize` tokens (evaluate's path for nltk >= 3.6.5)."""
-    from percli.nltk_data import ensure_nltk_data
-
     ensure_nltk_data()
-    from nltk import word_tokenize
-    from nltk.translate.meteor_score import single_meteor_score
-
     return [
         float(single_meteor_score(word_tokenize(ref), word_tokenize(pred), **METEOR_PARAMS))
         for pred, ref in zip(predictions, references)

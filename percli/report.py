@@ -31,10 +31,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from percli.errors import DataError
 from percli.io import atomic_write_text, read_jsonl
+from percli.log import result
+from percli.losses import LOSSES
 
 # Display order and names; unknown values sort after the known ones, alphabetically.
-LOSS_ORDER = ("base", "ce", "perce", "lossce", "entce")
-LOSS_NAMES = {"base": "base (no FT)", "ce": "CE", "perce": "PerCE", "lossce": "LossCE", "entce": "EntCE"}
+LOSS_ORDER = ("base", *LOSSES)
+LOSS_NAMES = {"base": "base (no FT)", **{name: loss.label for name, loss in LOSSES.items()}}
 TASK_ORDER = ("review", "abstract", "topic")
 TASK_NAMES = {"review": "Review", "abstract": "Abstract", "topic": "Topic"}
 METRIC_NAMES = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "rougeLsum": "ROUGE-Lsum",
@@ -583,5 +585,5 @@ def run(cfg: DictConfig, run_dir: Path) -> None:
     t = cfg.table
     written = build_table(t.runs, t.out_dir, list(t.metrics), baseline_loss=t.baseline_loss,
                           select_metric=t.select_metric, split=t.split, plots=t.plots)
-    print(Path(written["md"]).read_text(encoding="utf-8"))
-    print("wrote " + ", ".join(str(p) for p in written.values()) + f" (from table.runs={t.runs})")
+    result(Path(written["md"]).read_text(encoding="utf-8") + "\nwrote " + ", ".join(str(p) for p in written.values())
+           + f" (from table.runs={t.runs})")

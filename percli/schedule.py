@@ -17,15 +17,18 @@ Interface for the training loop (percli/train.py), which needs nothing else from
                             with_entropy=schedule.with_entropy)
             weights, stats = schedule.weights(step, scorer, batch, scores, free)   # weights: [N] detached
             loss = weighted_nll(scores.logp, weights, N) * world_size        # percli.losses
-        log(merge_stats(all_micro_batch_stats))    # pir_mean, weight_mean, clip_low, clip_high, tokens
+        log(merge_stats(all_micro_batch_stats))    # percli.distributed: pir_mean, weight_mean, clip_low, clip_high, tokens
     checkpoint["schedule"] = schedule.state_dict()  # torch.save-able; schedule.load_state_dict(...) on resume
 
-`scorer` is the (prepared) `percli.contrast.TokenScorer`; a bare causal LM works too. `maybe_refresh` is a
+`scorer` is the (prepared) `percli.scoring.TokenScorer`; a bare causal LM works too. `maybe_refresh` is a
 no-op except for periodic; it runs in the model's current mode (the same as the online contrast pass) and
 under no grad. Its `dataloader_factory()` must return an iterable of PairCollator batches already on the
 model's device; sharded per rank or not, the caches are merged across ranks afterwards, and under
 ZeRO-3 every rank must run it (it does: it is called at the same step everywhere). Stats hold
 `pir_mean=None` where no PIR was computed (ce, lossce, entce, and warmup steps).
+
+`SCHEDULES` is the registry: `schedule=NAME` (conf/schedule/NAME.yaml) selects `SCHEDULES[NAME]`, built by
+its `from_config(cfg)`.
 """
 
 from __future__ import annotations
@@ -34,13 +37,14 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from omegaconf import DictConfig
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from percli.contrast import TokenScores, check_aligned, score_stream
-from percli.losses import clip_weights, raw_scores, weight_stats
+from percli.distributed import gather_objects, is_main_process
+from percli.errors import ConfigError
+from percli.losses import clip_weights, get_loss, raw_scores, weight_stats
+from percli.scoring import TokenScores, check_aligned, score_stream
 
 
 class Schedule:
@@ -52,11 +56,16 @@ class Schedule:
         self.loss = loss
         self.min_weight = float(min_weight)
         self.max_weight = float(max_weight)
+        self.needs_pir = get_loss(loss).needs_free
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> Schedule:
+        return cls(cfg.loss.name, cfg.loss.min_weight, cfg.loss.max_weight)
 
     @property
     def with_entropy(self) -> bool:
-        """Pass to the training forward: EntCE needs the full stream's predictive entropy."""
-        return self.loss == "entce"
+        """Pass to the training forward: e.g. EntCE needs the full stream's predictive entropy."""
+        return get_loss(self.loss).needs_entropy
 
     def maybe_refresh(self, step: int, model: nn.Module, dataloader_factory: Callable[[], Iterable[dict]]) -> bool:
         """Recompute cached weights if due (periodic only); True when it ran."""
@@ -64,7 +73,7 @@ class Schedule:
 
     def needs_free_pass(self, step: int) -> bool:
         """Whether `weights` at this step needs the profile-free stream's log-probs."""
-        return self.loss == "perce"
+        return self.needs_pir
 
     def free_pass(self, step: int, model: nn.Module, batch: dict[str, Any]) -> TokenScores | None:
         """The no-grad profile-free pass this step needs, or None. The loop runs it BEFORE the training
@@ -90,7 +99,7 @@ class Schedule:
     def _online(self, model: nn.Module, batch: dict[str, Any], scores_full: TokenScores,
                 free: TokenScores | None = None) -> tuple[Tensor, dict]:
         logp_free = pir = None
-        if self.loss == "perce":
+        if self.needs_pir:
             if free is None:
                 with torch.no_grad():
                     free = score_stream(model, batch, "free")
@@ -116,6 +125,10 @@ class WarmupSchedule(Schedule):
         super().__init__(loss, min_weight, max_weight)
         self.warmup_steps = int(warmup_steps)
 
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> Schedule:
+        return cls(cfg.loss.name, cfg.loss.min_weight, cfg.loss.max_weight, warmup_steps=cfg.schedule.warmup_steps)
+
     def needs_free_pass(self, step: int) -> bool:
         return step >= self.warmup_steps and super().needs_free_pass(step)
 
@@ -138,6 +151,10 @@ class PeriodicSchedule(Schedule):
         # example index -> {"raw": [n] fp32 CPU tensor or None, "pir": [n] or None}
         self.cache: dict[int, dict[str, Tensor | None]] = {}
 
+    @classmethod
+    def from_config(cls, cfg: DictConfig) -> Schedule:
+        return cls(cfg.loss.name, cfg.loss.min_weight, cfg.loss.max_weight, every=cfg.schedule.every)
+
     def due(self, step: int) -> bool:
         return self.loss != "ce" and (self.last_refresh is None or step - self.last_refresh >= self.every)
 
@@ -145,12 +162,11 @@ class PeriodicSchedule(Schedule):
         if not self.due(step):
             return False
         cache: dict[int, dict[str, Tensor | None]] = {}
-        show = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
         with torch.no_grad():
-            for batch in tqdm(dataloader_factory(), desc=f"E-step refresh @ step {step}", disable=not show,
+            for batch in tqdm(dataloader_factory(), desc=f"E-step refresh @ step {step}", disable=not is_main_process(),
                               leave=False):
                 full = score_stream(model, batch, "full", with_entropy=self.with_entropy)
-                free = score_stream(model, batch, "free") if self.loss == "perce" else None
+                free = score_stream(model, batch, "free") if self.needs_pir else None
                 if free is not None:
                     check_aligned(full, free)
                 pir = full.logp - free.logp if free is not None else None
@@ -201,25 +217,18 @@ def _as_list(index: Tensor | Iterable[int]) -> list[int]:
 
 
 def _merge_across_ranks(cache: dict[int, dict]) -> dict[int, dict]:
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
-        return cache
-    gathered: list[dict | None] = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, cache)
     merged: dict[int, dict] = {}
-    for part in gathered:
+    for part in gather_objects(cache):
         merged.update(part or {})
     return merged
 
 
+SCHEDULES: dict[str, type[Schedule]] = {cls.name: cls for cls in (Schedule, PeriodicSchedule, WarmupSchedule)}
+
+
 def build_schedule(cfg: DictConfig) -> Schedule:
     """The schedule for cfg.schedule.name with the weights of cfg.loss."""
-    loss = cfg.loss
     name = cfg.schedule.name
-    args = (loss.name, loss.min_weight, loss.max_weight)
-    if name == "online":
-        return Schedule(*args)
-    if name == "periodic":
-        return PeriodicSchedule(*args, every=cfg.schedule.every)
-    if name == "warmup":
-        return WarmupSchedule(*args, warmup_steps=cfg.schedule.warmup_steps)
-    raise ValueError(f"unknown schedule {name!r}; choose online, periodic or warmup")
+    if name not in SCHEDULES:
+        raise ConfigError(f"schedule.name={name!r} is not a known schedule; choose one of: {', '.join(SCHEDULES)}")
+    return SCHEDULES[name].from_config(cfg)

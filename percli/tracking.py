@@ -7,15 +7,16 @@ nothing and imports nothing. Only the main process tracks.
 
 from __future__ import annotations
 
+import io
+import json
 import math
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from percli.io import atomic_write_json
+from percli.io import atomic_write_bytes, atomic_write_json
+from percli.log import log
 
 RUN_FILE = "wandb_run.json"  # the W&B run id, so a resumed run and the post-train eval log into the same run
 
@@ -30,7 +31,7 @@ class Tracker:
         self._guard(lambda: self._init(cfg, job))
 
     def _init(self, cfg: DictConfig, job: str) -> None:
-        import wandb
+        import wandb  # optional: logger=none never loads it
 
         log = cfg.logger
         previous = _read_run_id(self.run_dir)
@@ -87,20 +88,17 @@ class Tracker:
         except Exception as e:  # noqa: BLE001 - tracking must never stop training
             if not self._warned:
                 self._warned = True
-                print(f"percli: warning: W&B failed ({type(e).__name__}: {e}); training goes on without it",
-                      file=sys.stderr)
+                log.warning(f"W&B failed ({type(e).__name__}: {e}); training goes on without it")
             self._run = None
 
 
 def _wandb():
-    import wandb
+    import wandb  # optional, as in Tracker._init
 
     return wandb
 
 
 def _read_run_id(run_dir: Path) -> str | None:
-    import json
-
     path = run_dir / RUN_FILE
     if not path.is_file():
         return None
@@ -126,7 +124,8 @@ def plot_loss(rows: list[dict[str, Any]], path: Path) -> Path | None:
     rows = [r for r in rows if r.get("loss") is not None]
     if not rows:
         return None
-    from matplotlib.figure import Figure  # the OO API renders with Agg and never touches pyplot's backend
+    # matplotlib is heavy and only the end of training plots; the OO API renders with Agg, never pyplot's backend.
+    from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6.4, 4.0), dpi=100)
     ax = fig.subplots()
@@ -140,8 +139,6 @@ def plot_loss(rows: list[dict[str, Any]], path: Path) -> Path | None:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
-    return path
+    png = io.BytesIO()
+    fig.savefig(png, format="png")
+    return atomic_write_bytes(path, png.getvalue())

@@ -34,9 +34,20 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from percli import checkpoint as ckpt_lib
+from percli import evaluation
+from percli.data.collate import PairCollator, batch_indices, encode_examples
+from percli.data.longlamp import load_examples
+from percli.device import default_device, precision, precision_dtype, resolve_dtype
+from percli.distributed import global_token_count, merge_stats, world_size
 from percli.errors import DataError, EnvironmentProblem, PercliError
 from percli.io import atomic_write_jsonl
-from percli.launch import STOP_FILE, STOP_SIGNALS, launch, precision, world_size
+from percli.launch import launch
+from percli.log import log
+from percli.losses import weighted_nll
+from percli.models import load_model, load_model_and_tokenizer
+from percli.schedule import build_schedule
+from percli.scoring import TokenScorer, count_response_tokens
+from percli.signals import STOP_FILE, STOP_SIGNALS
 from percli.tracking import Tracker, plot_loss
 
 LOG_FILE = "train_log.jsonl"
@@ -59,9 +70,7 @@ class TrainingDiverged(PercliError):
 def run(cfg: DictConfig, run_dir: Path) -> None:
     """`percli train`: train with cfg.launcher, then (eval.after_train) evaluate checkpoints/final here."""
     run_dir = Path(run_dir)
-    if cfg.eval.after_train:
-        _evaluation_module()  # fail in seconds, not after training
-    launch(cfg, run_dir)
+    launch(cfg, run_dir, train)
     if cfg.eval.after_train:
         metrics = evaluate_final(cfg, run_dir)
         tracker = Tracker(cfg, run_dir, job="train")
@@ -69,25 +78,8 @@ def run(cfg: DictConfig, run_dir: Path) -> None:
         tracker.finish()
 
 
-def _evaluation_module():
-    try:
-        import percli.evaluation as evaluation
-    except ModuleNotFoundError as e:
-        if e.name != "percli.evaluation":
-            raise
-        raise EnvironmentProblem("eval.after_train=true but evaluation is not available yet (percli.evaluation "
-                                 "is missing); set eval.after_train=false") from None
-    if not hasattr(evaluation, "evaluate_model"):
-        raise EnvironmentProblem("eval.after_train=true but evaluation is not available yet "
-                                 "(percli.evaluation.evaluate_model is missing); set eval.after_train=false")
-    return evaluation
-
-
 def evaluate_final(cfg: DictConfig, run_dir: Path) -> dict:
     """Generate with checkpoints/final on cfg.eval.split and score it into run_dir (metrics.json)."""
-    from percli.data.longlamp import load_examples
-
-    evaluation = _evaluation_module()
     final = ckpt_lib.checkpoints_dir(run_dir) / ckpt_lib.FINAL
     if cfg.eval.backend == "vllm":  # vLLM loads the checkpoint itself: the eval command on model.path=final
         eval_cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
@@ -104,18 +96,16 @@ def load_final(cfg: DictConfig, run_dir: Path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     final = ckpt_lib.checkpoints_dir(run_dir) / ckpt_lib.FINAL
-    dtype = torch.bfloat16 if precision(cfg) == "bf16" else torch.float32
+    dtype = precision_dtype(cfg)
     tokenizer = AutoTokenizer.from_pretrained(final)
     if (final / "adapter_config.json").is_file():
-        from peft import PeftModel
-
-        from percli.models import load_model
+        from peft import PeftModel  # optional: only LoRA runs need peft
 
         model = PeftModel.from_pretrained(load_model(cfg.model, seed=cfg.seed, dtype=dtype, tokenizer=tokenizer),
                                           final)
     else:
         model = AutoModelForCausalLM.from_pretrained(final, dtype=dtype)
-    return model.to("cuda" if torch.cuda.is_available() else "cpu").eval(), tokenizer
+    return model.to(default_device()).eval(), tokenizer
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -176,8 +166,6 @@ class StepSampler:
         self._epoch: tuple[int, list[list[int]]] | None = None
 
     def _batches(self, epoch: int) -> list[list[int]]:
-        from percli.data.collate import batch_indices
-
         if self._epoch is None or self._epoch[0] != epoch:
             batches = batch_indices(self.lengths, self.global_batch, group_by_length=self.group, seed=self.seed,
                                     epoch=epoch, shuffle=True)
@@ -227,8 +215,6 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 
 
 def _build_model(cfg: DictConfig, prec: str, deepspeed: bool):
-    from percli.models import load_model_and_tokenizer, resolve_dtype
-
     if cfg.model.dtype != "auto":
         dtype = resolve_dtype(cfg.model.dtype)
     else:  # DeepSpeed bf16 keeps fp32 masters itself; accelerate autocast wants fp32 weights
@@ -292,11 +278,6 @@ class Trainer:
     def __init__(self, cfg: DictConfig, run_dir: Path, accelerator, stop: StopRequest):
         from accelerate.utils import DistributedType, set_seed
 
-        from percli.contrast import TokenScorer
-        from percli.data.collate import PairCollator, encode_examples
-        from percli.data.longlamp import load_examples
-        from percli.schedule import build_schedule
-
         self.cfg, self.run_dir, self.acc, self.stop = cfg, run_dir, accelerator, stop
         self.main = accelerator.is_main_process
         self.world = accelerator.num_processes
@@ -306,8 +287,9 @@ class Trainer:
         set_seed(cfg.seed)
 
         lm, self.tokenizer = _build_model(cfg, self.prec, self.deepspeed)
-        examples = load_examples(cfg, cfg.data.split, verbose=self.main)  # summaries from the main process only
-        self.pairs, _ = encode_examples(examples, self.tokenizer, cfg.data, verbose=self.main)
+        examples = load_examples(cfg, cfg.data.split)
+        self.pairs, report = encode_examples(examples, self.tokenizer, cfg.data)
+        log.info(report.summary())
         self.collate = PairCollator(self.tokenizer, padding_side="right")
         t = cfg.train
         self.sampler = StepSampler([len(p.full_ids) for p in self.pairs], int(t.batch_size), int(t.grad_accum),
@@ -338,9 +320,8 @@ class Trainer:
     def _resume(self) -> None:
         path = ckpt_lib.resolve_resume(self.cfg.train.resume, self.run_dir)
         if path is None:
-            if self.cfg.train.resume == "auto" and self.main:
-                print(f"percli: train.resume=auto: no checkpoint in {self.run_dir}, starting from step 0",
-                      file=sys.stderr)
+            if self.cfg.train.resume == "auto":
+                log.info(f"train.resume=auto: no checkpoint in {self.run_dir}, starting from step 0")
             return
         ckpt_lib.check_compatible(ckpt_lib.read_trainer_state(path)["fingerprint"], self.fingerprint, path)
         state, schedule_state, rows = ckpt_lib.load_checkpoint(self.acc, path)
@@ -349,8 +330,7 @@ class Trainer:
         self.bad_in_a_row = int(state.get("bad_in_a_row", 0))
         self.rows = [r for r in rows if r["step"] <= self.step]
         self.bad_rows = [r for r in state.get("bad_steps", []) if r["step"] <= self.step]
-        if self.main:
-            print(f"percli: resumed from {path} at step {self.step}/{self.total}", file=sys.stderr)
+        log.info(f"resumed from {path} at step {self.step}/{self.total}")
 
     def _save(self) -> Path:
         state = {"fingerprint": self.fingerprint, "bad_in_a_row": self.bad_in_a_row, "bad_steps": self.bad_rows,
@@ -373,8 +353,6 @@ class Trainer:
     # --------------------------------------------------------------------- one step
     def train_step(self) -> dict[str, Any]:
         """One optimizer step over this rank's micro-batches; returns the train_log row (plus `_ok`)."""
-        from percli.losses import count_response_tokens, global_token_count, merge_stats, weighted_nll
-
         device = self.acc.device
         lr = lr_at(self.step, self.total, self.cfg.train)
         for group in self.optimizer.param_groups:
@@ -451,13 +429,12 @@ class Trainer:
     def fit(self) -> None:
         self._resume()
         cfg, acc = self.cfg, self.acc
-        if self.main:
-            t = cfg.train
-            engine = f" (DeepSpeed ZeRO-{cfg.launcher.zero_stage})" if self.deepspeed else ""
-            print(f"percli: train {len(self.pairs)} examples, {self.sampler.steps_per_epoch} steps/epoch, "
-                  f"{self.total} steps; global batch {self.sampler.global_batch} = {t.batch_size} x {t.grad_accum} "
-                  f"x {self.world} processes; loss={cfg.loss.name} schedule={cfg.schedule.name}; "
-                  f"{'bf16' if self.prec == 'bf16' else 'fp32'} on {acc.device}{engine}", file=sys.stderr)
+        t = cfg.train
+        engine = f" (DeepSpeed ZeRO-{cfg.launcher.zero_stage})" if self.deepspeed else ""
+        log.info(f"train {len(self.pairs)} examples, {self.sampler.steps_per_epoch} steps/epoch, "
+                 f"{self.total} steps; global batch {self.sampler.global_batch} = {t.batch_size} x {t.grad_accum} "
+                 f"x {self.world} processes; loss={cfg.loss.name} schedule={cfg.schedule.name}; "
+                 f"{'bf16' if self.prec == 'bf16' else 'fp32'} on {acc.device}{engine}")
         tracker = Tracker(cfg, self.run_dir, enabled=self.main)
         bar = tqdm(total=self.total, initial=self.step, desc="train", disable=not self.main, dynamic_ncols=True,
                    file=sys.stderr)
@@ -498,10 +475,8 @@ class Trainer:
         self.bad_in_a_row += 1
         bad = {"step": row["step"], "loss": str(row["loss"]), "grad_norm": str(row["grad_norm"])}
         self.bad_rows.append(bad)
-        if self.main:
-            tqdm.write(f"percli: warning: step {row['step']} skipped: non-finite loss or gradient "
-                       f"(loss={bad['loss']}, grad_norm={bad['grad_norm']}); {self.bad_in_a_row} in a row",
-                       file=sys.stderr)
+        log.warning(f"step {row['step']} skipped: non-finite loss or gradient "
+                    f"(loss={bad['loss']}, grad_norm={bad['grad_norm']}); {self.bad_in_a_row} in a row")
         limit = int(self.cfg.train.max_bad_steps)
         if self.bad_in_a_row >= limit:
             path = self._save()

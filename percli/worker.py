@@ -16,6 +16,9 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from percli.errors import PercliError
+from percli.launch import record_worker_error
+from percli.log import log
+from percli.train import train
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -28,14 +31,12 @@ def main(argv: list[str] | None = None) -> None:
     rank = int(os.environ.get("RANK", "0"))
     # DeepSpeed calls torch.distributed functions that torch deprecated: one warning per call, every step.
     warnings.filterwarnings("ignore", message=r"`torch\.distributed\.\w+` is deprecated", category=FutureWarning)
-    from percli.launch import record_worker_error
-    from percli.train import train
 
     try:
         train(OmegaConf.load(run_dir / "config.yaml"), run_dir)
     except PercliError as e:
         record_worker_error(run_dir, rank, str(e), e.exit_code)
-        print(f"percli: error (rank {rank}): {e}", file=sys.stderr)
+        log.error(str(e), extra={"rank": rank})
         raise SystemExit(e.exit_code) from None
     except Exception as e:  # noqa: BLE001 - report the crash as one line to the parent, traceback here
         traceback.print_exc()

@@ -161,9 +161,9 @@ def memory_child(data_dir: Path, loss: str, work: Path, steps: int) -> dict:
 
 def contrast_memory_child(mode: str) -> dict:
     """Log-probs of 4 x 1,024 response tokens over the real 151,669-token Qwen3 vocabulary."""
-    from percli.contrast import response_logprobs
     from percli.models import load_model_and_tokenizer
     from percli.preflight import compose_config
+    from percli.scoring import response_logprobs
 
     model, tok = load_model_and_tokenizer(compose_config("train", []).model, seed=0)
     b, t = 4, 1024
@@ -197,7 +197,7 @@ def generation(data_dir: Path, batch_size: int, new_tokens: int) -> dict:
     cfg = bench_cfg(data_dir, "ce", 1)
     model, tok = load_model_and_tokenizer(cfg.model)
     model.eval()
-    examples = load_examples(cfg, "test", verbose=False)
+    examples = load_examples(cfg, "test")
     # Decode-bound prompts (the profile-free query): batching pays off in decoding, where batch 1 reads all
     # weights for every token; with ~2k-token prompts prefill dominates and the speed-up shrinks.
     prompts = [chat_prompt_ids(tok, ex.input) for ex in examples][:batch_size]

@@ -45,12 +45,12 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from percli.data.prompts import TASKS  # noqa: E402
+from percli.losses import LOSSES  # noqa: E402
 from percli.preflight import compose_config  # noqa: E402
 from percli.report import Evaluation, build_cells, collect, find_run_dirs  # noqa: E402
 
 MODELS = ("qwen3-4b", "llama3-8b", "qwen3-14b")
-TASKS = ("review", "abstract", "topic")
-LOSSES = ("ce", "perce", "lossce", "entce")
 LRS = ("2e-6", "5e-6", "1e-5", "2e-5", "5e-5")
 SELECT_METRIC = "meteor"   # the table's default table.select_metric
 # Keys of a train run's data/retriever/eval config that must not follow it into a transfer evaluation.

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from percli.cli import COMMANDS, CONF_DIR
+from percli.cli import COMMANDS
 from percli.config import validate
 from percli.errors import ConfigError
+from percli.paths import CONF_DIR
 from percli.preflight import compose_config, expand_sweep
 
 GROUPS = ["model", "task", "data", "retriever", "loss", "schedule", "launcher", "logger", "debug"]

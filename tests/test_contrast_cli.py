@@ -9,14 +9,15 @@ from pathlib import Path
 import pytest
 from conftest import only_run_dir
 
-from percli.contrast import auc, planted_token_mask, shuffle_profiles
-from percli.data.longlamp import Example
+from percli.contrast import auc, planted_token_mask, render_html, shuffle_profiles
+from percli.data.example import Example
 from percli.errors import DataError
 from percli.io import read_jsonl
 
 SMALL = ["data.num_users=3", "data.examples_per_user=2", "data.profile_size=4", "data.max_prompt_tokens=384",
          "data.max_response_tokens=40"]
 TOKEN_KEYS = {"text", "start", "end", "logp_full", "logp_free", "pir", "weight"}
+DATA = Path(__file__).parent / "data"
 
 
 def _check_rows(rows: list[dict], min_w: float = 0.8, max_w: float = 5.0) -> None:
@@ -153,3 +154,13 @@ def test_smollm2_ranks_planted_tokens_first_and_control_collapses(tmp_path: Path
     # the collapse: planted tokens rank like any other token, and their PIR is no higher than the others'
     assert 0.35 < control["auc"] < 0.65, (own, control)
     assert control["mean_pir_planted"] < control["mean_pir_other"] + 0.25, (own, control)
+
+
+def test_heatmap_page_is_byte_identical_to_the_reference() -> None:
+    # heatmap.html was written by the page's first (f-string) renderer from heatmap_input.json: quotes,
+    # apostrophes, markup and ampersands in text and ids, a gap between tokens, a zero-width token inside the
+    # text and an eos at its end, planted tokens, the shuffled-profile title.
+    case = json.loads((DATA / "heatmap_input.json").read_text(encoding="utf-8"))
+    page = render_html(case["rows"], case["summary"])
+    assert page == (DATA / "heatmap.html").read_text(encoding="utf-8")
+    assert "ex-&lt;1&gt;&amp;&#x27;2&#x27;" in page and "<b>" not in page  # escaped, not markup

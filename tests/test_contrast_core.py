@@ -10,8 +10,8 @@ from perce_util import PAD, brute_logprobs, collate, make_pairs, small_lm
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from percli.contrast import TokenScorer, TokenScores, check_aligned, contrast_batch, response_logprobs
 from percli.errors import DataError
+from percli.scoring import TokenScorer, TokenScores, check_aligned, contrast_batch, response_logprobs
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from percli.data.collate import IGNORE_INDEX, PairCollator, batch_indices, encode_examples, fit_profile
-from percli.data.longlamp import Example
+from percli.data.collate import PairCollator, batch_indices, encode_examples, fit_profile
+from percli.data.example import Example
 from percli.models import chat_prompt_ids
 from percli.preflight import compose_config
+from percli.scoring import IGNORE_INDEX
 
 WORDS = "the cat sat on a mat and the dog ran far".split()  # single word pieces: dec() leaves them as they are
 
@@ -73,7 +74,7 @@ def _data_cfg(prompt: int = 1000, response: int = 100):
 
 def test_response_is_output_tokens_plus_eos_with_char_offsets() -> None:
     tok = _tokenizer()
-    pairs, report = encode_examples(_examples(), tok, _data_cfg(), verbose=False)
+    pairs, report = encode_examples(_examples(), tok, _data_cfg())
     assert report.kept == 3 and report.empty_profile == 1
     for p, ex in zip(pairs, _examples()):
         assert p.response_ids == tok(ex.output, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
@@ -88,7 +89,7 @@ def test_response_is_output_tokens_plus_eos_with_char_offsets() -> None:
 @pytest.mark.parametrize("side", ["right", "left"])
 def test_collated_streams_share_response_labels_under_either_padding(side: str) -> None:
     tok = _tokenizer()
-    pairs, _ = encode_examples(_examples(), tok, _data_cfg(), verbose=False)
+    pairs, _ = encode_examples(_examples(), tok, _data_cfg())
     batch = PairCollator(tok, padding_side=side)(pairs)
     assert batch["ids"] == ["e0", "e1", "e2"] and batch["index"].tolist() == [0, 1, 2]
     for stream in ("full", "free"):
@@ -116,7 +117,7 @@ def test_budgets_drop_long_inputs_cut_profiles_and_responses() -> None:
     free_len = [len(chat_prompt_ids(tok, e.input)) for e in exs]
     budget = free_len[0] + 25  # e0's 30-word item cannot fit whole; e1's input alone is too long
     assert free_len[1] > budget >= free_len[2]
-    pairs, report = encode_examples(exs, tok, _data_cfg(budget, 5), verbose=False)
+    pairs, report = encode_examples(exs, tok, _data_cfg(budget, 5))
     assert [p.id for p in pairs] == ["e0", "e2"] and [p.index for p in pairs] == [0, 2]
     assert report.dropped_input_too_long == 1 and report.dropped_ids == ["e1"]
     assert pairs[0].item_cut and pairs[0].items_kept == 1 and report.items_cut == 1

@@ -110,9 +110,9 @@ def test_synthetic_written_as_local_dir_loads_identically(tmp_path: Path) -> Non
 
 def test_subsample_is_seeded_and_order_preserving(tmp_path: Path) -> None:
     base = ["data.num_users=6", "data.examples_per_user=2", "data.max_examples=5", "retriever=recency"]
-    a = [e.id for e in load_examples(_cfg(tmp_path, *base, "data.seed=1"), "train", verbose=False)]
-    b = [e.id for e in load_examples(_cfg(tmp_path, *base, "data.seed=1"), "train", verbose=False)]
-    c = [e.id for e in load_examples(_cfg(tmp_path, *base, "data.seed=2"), "train", verbose=False)]
+    a = [e.id for e in load_examples(_cfg(tmp_path, *base, "data.seed=1"), "train")]
+    b = [e.id for e in load_examples(_cfg(tmp_path, *base, "data.seed=1"), "train")]
+    c = [e.id for e in load_examples(_cfg(tmp_path, *base, "data.seed=2"), "train")]
     assert a == b and len(a) == 5 and a == sorted(a)
     assert a != c
 
@@ -120,7 +120,7 @@ def test_subsample_is_seeded_and_order_preserving(tmp_path: Path) -> None:
 def test_load_examples_holds_retrieved_items_in_order(tmp_path: Path) -> None:
     cfg = _cfg(tmp_path, "data.num_users=2", "data.examples_per_user=1", "retriever=recency", "retriever.k=3")
     raw = load_raw_examples(cfg, "train")[0]
-    exs = load_examples(cfg, "train", verbose=False)
+    exs = load_examples(cfg, "train")
     assert exs[0].meta["retrieved"] == [7, 6, 5]
     assert exs[0].profile == [raw[0].profile[7], raw[0].profile[6], raw[0].profile[5]]
 

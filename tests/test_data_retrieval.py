@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from percli.data import retrieval
-from percli.data.longlamp import Example
+from percli.data import dense, retrieval
+from percli.data.dense import DenseRetriever
+from percli.data.example import Example
 from percli.data.retrieval import (
-    DenseRetriever,
     bm25_rank,
     corpus_strings,
     query_string,
@@ -88,7 +88,7 @@ def test_retrieve_caches_by_data_and_config(tmp_path: Path, monkeypatch: pytest.
     def boom(*args, **kwargs):
         raise AssertionError("should have come from the cache")
 
-    monkeypatch.setattr(retrieval, "_rank_all", boom)
+    monkeypatch.setitem(retrieval.RETRIEVERS, "bm25", boom)
     assert retrieve(_examples(), "topic", cfg, cache_dir=tmp_path) == first
     monkeypatch.undo()
     retrieve(_examples(), "topic", OmegaConf.create({"name": "bm25", "k": 3}), cache_dir=tmp_path)
@@ -101,8 +101,8 @@ def test_retrieve_caches_by_data_and_config(tmp_path: Path, monkeypatch: pytest.
 def test_contriever_offline_names_the_offline_alternatives(monkeypatch: pytest.MonkeyPatch) -> None:
     from percli.errors import EnvironmentProblem
 
-    monkeypatch.setattr("percli.hub.hub_reachable", lambda timeout=3: False)
+    monkeypatch.setattr(dense, "hub_reachable", lambda timeout=3: False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     cfg = OmegaConf.create({"name": "contriever", "model_id": "facebook/contriever-not-cached"})
     with pytest.raises(EnvironmentProblem, match="use retriever=minilm .* or retriever=bm25"):
-        retrieval.dense_model_dir(cfg)
+        dense.dense_model_dir(cfg)

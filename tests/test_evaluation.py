@@ -104,7 +104,7 @@ def test_evaluate_model_sampling_is_seeded_and_private(tmp_path: Path):
     cfg = compose_config("eval", ["model=tiny", *SMALL, "eval.max_new_tokens=6", "eval.do_sample=true",
                                   "eval.temperature=1.5", "eval.max_examples=1"])
     model, tok = load_model_and_tokenizer(cfg.model, seed=0)
-    examples = load_examples(cfg, "test", verbose=False)
+    examples = load_examples(cfg, "test")
     torch.manual_seed(42)
     state = torch.get_rng_state()
     a = evaluate_model(model, tok, examples, cfg, tmp_path / "a")
@@ -139,7 +139,7 @@ def test_smollm2_batched_greedy_equals_batch_1():
     cfg = compose_config("eval", ["model=smollm2-135m", "data.num_users=4", "data.examples_per_user=2",
                                   "retriever.k=1"])
     model, tok = load_model_and_tokenizer(cfg.model, seed=0)
-    examples = load_examples(cfg, "test", verbose=False)
+    examples = load_examples(cfg, "test")
     prompt_ids, _ = eval_prompt_ids(examples, tok, int(cfg.data.max_prompt_tokens))
     assert len(prompt_ids) == 4 and len({len(p) for p in prompt_ids}) > 1  # real padding in the batch
     one = generate(model, tok, prompt_ids, batch_size=1, max_new_tokens=16, progress=False)

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from percli.cli import CONF_DIR
 from percli.config import validate
 from percli.errors import ConfigError
+from percli.paths import CONF_DIR
 from percli.preflight import compose_config, expand_sweep
 
 PRESETS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))

@@ -9,16 +9,15 @@ import torch
 import torch.nn.functional as F
 from perce_util import collate, make_pairs, small_lm
 
-from percli.contrast import count_response_tokens, response_logprobs
+from percli.distributed import global_token_count, merge_stats
 from percli.losses import (
-    global_token_count,
-    merge_stats,
     raw_scores,
     token_weights,
     weight_stats,
     weighted_nll,
 )
 from percli.schedule import Schedule
+from percli.scoring import count_response_tokens, response_logprobs
 
 # Two examples: 3 + 2 response tokens.
 ROW = torch.tensor([0, 0, 0, 1, 1])

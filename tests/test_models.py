@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from percli.assets import QWEN3_CHAT_TEMPLATE
 from percli.models import chat_prompt_ids, load_model, load_model_and_tokenizer, load_tokenizer
 from percli.preflight import compose_config
 
@@ -44,6 +45,19 @@ def test_qwen3_chat_template_exact():
     assert tok.decode(ids) == (
         "<|im_start|>user\nWrite a review.<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
     )
+
+
+def test_qwen3_chat_template_file_renders_qwen3_turns():
+    tok = load_tokenizer(_model_cfg())
+    tok.chat_template = QWEN3_CHAT_TEMPLATE.read_text(encoding="utf-8")  # the file, not the cached build
+    turns = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+             {"role": "assistant", "content": "Hello."}, {"role": "user", "content": "Review it."}]
+    head = ("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
+            "<|im_start|>assistant\nHello.<|im_end|>\n<|im_start|>user\nReview it.<|im_end|>\n")
+    assert tok.apply_chat_template(turns, tokenize=False) == head
+    assert tok.apply_chat_template(turns, tokenize=False, add_generation_prompt=True) == head + "<|im_start|>assistant\n"
+    assert tok.apply_chat_template(turns, tokenize=False, add_generation_prompt=True, enable_thinking=False) == (
+        head + "<|im_start|>assistant\n<think>\n\n</think>\n\n")
 
 
 def test_smollm2_completes_capital_of_france():

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from percli.assets import cache_dir
 from percli.errors import EnvironmentProblem
 from percli.nltk_data import (
     BUILD_MARKER,
@@ -17,6 +16,7 @@ from percli.nltk_data import (
     punkt_params_from_source,
     write_punkt_tab,
 )
+from percli.paths import cache_dir
 
 SOURCE = '''
 LANGUAGE = 'toy'

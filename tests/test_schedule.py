@@ -6,9 +6,9 @@ import pytest
 import torch
 from perce_util import collate, make_pairs, small_lm
 
-from percli.contrast import TokenScorer, contrast_batch, response_logprobs
 from percli.preflight import compose_config
 from percli.schedule import PeriodicSchedule, Schedule, WarmupSchedule, build_schedule
+from percli.scoring import TokenScorer, contrast_batch, response_logprobs
 
 
 def _scores(model, batch, with_entropy=False):

@@ -32,7 +32,7 @@ def _expected_first_step(overrides: list[str]) -> tuple[float, float, int]:
 
     cfg = compose_config("train", overrides)
     model, tok = load_model_and_tokenizer(cfg.model, seed=cfg.seed, dtype=torch.float32)
-    pairs, _ = encode_examples(load_examples(cfg, "train", verbose=False), tok, cfg.data, verbose=False)
+    pairs, _ = encode_examples(load_examples(cfg, "train"), tok, cfg.data)
     rows = batch_indices([len(p.full_ids) for p in pairs], 2, group_by_length=False, seed=cfg.seed, epoch=0)[0]
 
     def logp(ids: list[int], start: int) -> torch.Tensor:

@@ -13,8 +13,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from percli import checkpoint as ckpt_lib
+from percli.distributed import world_size
 from percli.errors import ConfigError
-from percli.launch import accelerate_command, check_launcher, deepspeed_config, world_size
+from percli.launch import accelerate_command, check_launcher, deepspeed_config
 from percli.preflight import compose_config
 from percli.tracking import Tracker, plot_loss
 from percli.train import StepSampler, lr_at

@@ -20,12 +20,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from torch.nn.utils.rnn import pad_sequence
 from transformers import PreTrainedTokenizerBase
 
-from percli.data.longlamp import Example
+from percli.data.example import Example
 from percli.data.prompts import MAIN_FIELD, decode_main_text, format_item, format_prompt
-
-IGNORE_INDEX = -100
+from percli.models import chat_prompt_ids
+from percli.scoring import IGNORE_INDEX
 
 
 @dataclass
@@ -64,8 +65,6 @@ class DropReport:
 
 
 def _chat_ids_fn(tokenizer: PreTrainedTokenizerBase) -> Callable[[str], list[int]]:
-    from percli.models import chat_prompt_ids
-
     return lambda prompt: chat_prompt_ids(tokenizer, prompt)
 
 
@@ -117,9 +116,10 @@ def fit_profile(task: str, input: str, items: Sequence[dict], budget: int,
     return prompt, ids, n, False
 
 
-def encode_examples(examples: Sequence[Example], tokenizer: PreTrainedTokenizerBase, data_cfg: Any,
-                    *, verbose: bool = True) -> tuple[list[EncodedPair], DropReport]:
-    """Tokenise each example into the paired streams; examples whose input alone is too long are dropped."""
+def encode_examples(examples: Sequence[Example], tokenizer: PreTrainedTokenizerBase, data_cfg: Any
+                    ) -> tuple[list[EncodedPair], DropReport]:
+    """Tokenise each example into the paired streams; examples whose input alone is too long are dropped
+    (counted in the report, whose `summary()` the caller logs)."""
     prompt_ids = _chat_ids_fn(tokenizer)
     budget, max_resp = int(data_cfg.max_prompt_tokens), int(data_cfg.max_response_tokens)
     report = DropReport(examples=len(examples))
@@ -145,11 +145,18 @@ def encode_examples(examples: Sequence[Example], tokenizer: PreTrainedTokenizerB
         assert pair.full_ids[pair.response_start_full:] == pair.free_ids[pair.response_start_free:] == resp
         pairs.append(pair)
     report.kept = len(pairs)
-    if verbose:
-        import sys
-
-        print(report.summary(), file=sys.stderr)
     return pairs, report
+
+
+def pad(rows: Sequence[Sequence[int]], value: int, side: str) -> torch.Tensor:
+    """[B, max len] long tensor of the rows, filled with `value` on the left or right."""
+    return pad_sequence([torch.tensor(r, dtype=torch.long) for r in rows], batch_first=True, padding_value=value,
+                        padding_side=side)
+
+
+def pad_rows(rows: Sequence[Sequence[int]], pad_id: int, side: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask) of token-id rows padded on `side` ("left" for generation)."""
+    return pad(rows, pad_id, side), pad([[1] * len(r) for r in rows], 0, side)
 
 
 class PairCollator:
@@ -163,15 +170,9 @@ class PairCollator:
         self.padding_side = padding_side
 
     def _pad(self, rows: list[list[int]], starts: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
-        for b, (row, start) in enumerate(zip(rows, starts)):
-            off = width - len(row) if self.padding_side == "left" else 0
-            ids[b, off:off + len(row)] = torch.tensor(row, dtype=torch.long)
-            mask[b, off:off + len(row)] = 1
-            labels[b, off + start:off + len(row)] = torch.tensor(row[start:], dtype=torch.long)
+        ids, mask = pad_rows(rows, self.pad_id, self.padding_side)
+        labels = pad([[IGNORE_INDEX] * start + row[start:] for row, start in zip(rows, starts)], IGNORE_INDEX,
+                     self.padding_side)
         return ids, mask, labels
 
     def __call__(self, pairs: list[EncodedPair]) -> dict[str, Any]:

@@ -9,44 +9,39 @@ from __future__ import annotations
 
 import json
 import random
-import sys
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
+from percli.data.example import Example
 from percli.data.prompts import MAIN_FIELD, TEMPLATE_FIELDS
+from percli.data.retrieval import retrieve
 from percli.data.synthetic import SPLITS as SYNTHETIC_SPLITS
-from percli.data.synthetic import USER_FIELD
-from percli.errors import DataError, EnvironmentProblem
+from percli.data.synthetic import USER_FIELD, generate
+from percli.errors import ConfigError, DataError, EnvironmentProblem
+from percli.hub import hub_reachable
+from percli.log import log
+from percli.paths import cache_dir
 
 HUB_DATASET = "LongLaMP/LongLaMP"
 HUB_SPLITS = ("train", "val", "test")
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
 
 
-@dataclass
-class Example:
-    id: str
-    user_id: str
-    task: str
-    input: str
-    output: str
-    profile: list[dict]
-    meta: dict = field(default_factory=dict)
-
-
 # ------------------------------------------------------------------------------------------- sources
-def _hub_records(cfg: DictConfig, split: str) -> tuple[list[dict], str]:
+# A source reads one split: (numbered records, origin for messages, planted-word truth by example id).
+Records = tuple[list[tuple[int, Any]], str, dict[str, dict]]
+
+
+def _hub_records(cfg: DictConfig, split: str) -> Records:
     config_name = f"{cfg.task.hub_name}_{cfg.task.setting}"
     origin = f"{HUB_DATASET}:{config_name}:{split}"
     if split not in HUB_SPLITS:
         raise DataError(f"split={split!r} is not a LongLaMP split; choose one of: {', '.join(HUB_SPLITS)}")
-    from percli.hub import hub_reachable
-
     reachable = hub_reachable(timeout=3)  # unreachable -> HF offline mode: only the local cache can answer
-    import datasets
+    import datasets  # seconds to import, and only data.source=hub needs it
 
     try:
         ds = datasets.load_dataset(HUB_DATASET, config_name, split=split)
@@ -57,7 +52,7 @@ def _hub_records(cfg: DictConfig, split: str) -> tuple[list[dict], str]:
                 "use data.source=local data.path=DIR with {train,val,test}.jsonl files, or data.source=synthetic"
             ) from None
         raise DataError(f"could not load {origin}: {' '.join(str(e).split())[:300]}") from None
-    return [dict(r) for r in ds], origin
+    return list(enumerate((dict(r) for r in ds), 1)), origin, {}
 
 
 def _local_file(path: Path, split: str) -> Path:
@@ -90,7 +85,7 @@ def read_records(path: Path) -> list[tuple[int, Any]]:
     if path.stat().st_size == 0:
         raise DataError(f"{path} is empty; it should hold LongLaMP records (input, output, profile)")
     if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
+        import pyarrow.parquet as pq  # only .parquet files need it
 
         try:
             rows = pq.read_table(path).to_pylist()
@@ -125,17 +120,15 @@ def read_records(path: Path) -> list[tuple[int, Any]]:
     return records
 
 
-def _local_records(cfg: DictConfig, split: str) -> tuple[list[tuple[int, Any]], str]:
+def _local_records(cfg: DictConfig, split: str) -> Records:
     if not cfg.data.path:
         raise DataError("data.source=local needs data.path=DIR (a directory of {split}.jsonl/.json/.parquet "
                         "files) or data.path=FILE")
     path = _local_file(Path(str(cfg.data.path)).expanduser(), split)
-    return read_records(path), str(path)
+    return read_records(path), str(path), {}
 
 
-def _synthetic_records(cfg: DictConfig, split: str) -> tuple[list[tuple[int, Any]], str, dict[str, dict]]:
-    from percli.data.synthetic import generate
-
+def _synthetic_records(cfg: DictConfig, split: str) -> Records:
     if split not in SYNTHETIC_SPLITS:
         raise DataError(f"split={split!r} is not a synthetic split; choose one of: {', '.join(SYNTHETIC_SPLITS)}")
     d = cfg.data
@@ -143,6 +136,12 @@ def _synthetic_records(cfg: DictConfig, split: str) -> tuple[list[tuple[int, Any
                     profile_size=d.profile_size, seed=d.seed)
     truth = {r.id: r.truth() for r in recs}
     return list(enumerate((r.record for r in recs), 1)), f"synthetic:{cfg.task.name}:{split}", truth
+
+
+# data.source -> its reader (conf/data/<source>.yaml).
+SOURCES: dict[str, Callable[[DictConfig, str], Records]] = {
+    "hub": _hub_records, "local": _local_records, "synthetic": _synthetic_records,
+}
 
 
 # ------------------------------------------------------------------------------------------- records
@@ -193,16 +192,9 @@ def normalise_record(task: str, record: Any, where: str, default_id: str) -> Exa
 def load_raw_examples(cfg: DictConfig, split: str) -> tuple[list[Example], str]:
     """All examples of a split with their full profiles (no subsampling, no retrieval), and their origin."""
     task, source = cfg.task.name, cfg.data.source
-    truth: dict[str, dict] = {}
-    if source == "hub":
-        rows, origin = _hub_records(cfg, split)
-        numbered = list(enumerate(rows, 1))
-    elif source == "local":
-        numbered, origin = _local_records(cfg, split)
-    elif source == "synthetic":
-        numbered, origin, truth = _synthetic_records(cfg, split)
-    else:
-        raise DataError(f"data.source={source!r} is unknown; choose hub, local or synthetic")
+    if source not in SOURCES:
+        raise ConfigError(f"data.source={source!r} is not a known source; choose one of: {', '.join(SOURCES)}")
+    numbered, origin, truth = SOURCES[source](cfg, split)
     line_word = "line" if origin.endswith(".jsonl") else "record"
     examples = [normalise_record(task, rec, f"{origin} {line_word} {n}", f"{split}-{n:06d}") for n, rec in numbered]
     for ex in examples:
@@ -224,29 +216,16 @@ def subsample(examples: list[Example], max_examples: int | None, seed: int) -> l
     return [examples[i] for i in keep]
 
 
-def load_examples(cfg: DictConfig, split: str, *, verbose: bool = True) -> list[Example]:
+def load_examples(cfg: DictConfig, split: str) -> list[Example]:
     """Load, validate, subsample and retrieve: `profile` holds the top-k items in retrieval order."""
-    from percli.data.retrieval import retrieve
-
     examples, origin = load_raw_examples(cfg, split)
     examples = subsample(examples, cfg.data.max_examples, cfg.data.seed)
-    selected = retrieve(examples, cfg.task.name, cfg.retriever, cache_dir=_cache_dir(cfg))
+    selected = retrieve(examples, cfg.task.name, cfg.retriever, cache_dir=cache_dir(cfg))
     for ex, idx in zip(examples, selected):
         ex.meta["retrieved"] = idx
         ex.profile = [ex.profile[i] for i in idx]
-    if verbose:
-        empty = sum(1 for ex in examples if not ex.profile)
-        print(f"percli: data {origin}: {len(examples)} examples, {empty} with an empty profile (kept, full "
-              f"prompt = input), retriever={cfg.retriever.name} k={cfg.retriever.k}", file=sys.stderr)
+    empty = sum(1 for ex in examples if not ex.profile)
+    log.info(f"data {origin}: {len(examples)} examples, {empty} with an empty profile (kept, full prompt = input), "
+             f"retriever={cfg.retriever.name} k={cfg.retriever.k}")
     return examples
 
-
-def _cache_dir(cfg: DictConfig) -> Path:
-    from omegaconf import OmegaConf
-
-    configured = OmegaConf.select(cfg, "paths.cache_dir", default=None)
-    if configured:
-        return Path(str(configured)).expanduser()
-    from percli.assets import cache_dir
-
-    return cache_dir()

