@@ -10,9 +10,9 @@ import pytest
 import torch
 from conftest import only_run_dir
 
+from percli.data.collate import pad_rows
 from percli.errors import DataError
 from percli.evaluation import (
-    _left_pad,
     eval_prompt_ids,
     evaluate_model,
     generate,
@@ -31,9 +31,12 @@ def _lines(path: Path) -> list[dict]:
 
 
 def test_left_pad():
-    ids, mask = _left_pad([[5, 6, 7], [9]], pad_id=0)
+    ids, mask = pad_rows([[5, 6, 7], [9]], 0, "left")
     assert ids.tolist() == [[5, 6, 7], [0, 0, 9]]
     assert mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+    ids, mask = pad_rows([[5, 6, 7], [9]], 2, "right")
+    assert ids.tolist() == [[5, 6, 7], [9, 2, 2]]
+    assert mask.tolist() == [[1, 1, 1], [1, 0, 0]]
 
 
 def test_planted_recall_counts_whole_words_case_insensitively() -> None:
