@@ -128,6 +128,11 @@ RULES: tuple[Rule, ...] = (
          "rouge1, rouge2, rougeL, rougeLsum, meteor or planted_recall"),
     Rule("table.split", str, None, "null or a split name such as test", nullable=True),
     Rule("table.plots", bool),
+    Rule("compare.baseline", str, None, "a run dir holding scores.jsonl"),
+    Rule("compare.other", str, None, "a run dir holding scores.jsonl"),
+    Rule("compare.resamples", int, lambda v: v >= 100, "an integer >= 100 (e.g. 2000)"),
+    Rule("compare.confidence", NUMBER, lambda v: 0 < v < 1, "a number in (0, 1) such as 0.95"),
+    Rule("compare.method", str, _one_of("percentile", "basic", "BCa"), "percentile, basic or BCa"),
 )
 
 _MISSING = object()
@@ -142,6 +147,11 @@ def _type_name(kind: type | tuple[type, ...]) -> str:
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError on the first bad value, naming the key, the value and what is expected."""
     for rule in RULES:
+        parent, _, leaf = rule.key.rpartition(".")
+        node = OmegaConf.select(cfg, parent, default=None) if parent else cfg
+        if isinstance(node, DictConfig) and OmegaConf.is_missing(node, leaf):
+            raise ConfigError(f"{rule.key} is required (the config has ???); set {rule.key}=... "
+                              f"({rule.hint or _type_name(rule.kind)})")
         value = OmegaConf.select(cfg, rule.key, default=_MISSING, throw_on_missing=False)
         if value is _MISSING:
             continue

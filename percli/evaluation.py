@@ -14,7 +14,6 @@ scores.jsonl (per-example metrics), metrics.json (the aggregates; what `percli t
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 import time
@@ -29,10 +28,10 @@ from tqdm.auto import tqdm
 
 from percli import metrics as metrics_lib
 from percli.data.collate import fit_profile, pad_rows
-from percli.data.longlamp import load_examples
+from percli.data.longlamp import load_examples, subsample
 from percli.device import default_device
 from percli.errors import ConfigError, DataError, EnvironmentProblem
-from percli.io import atomic_write_json, atomic_write_jsonl
+from percli.io import atomic_write_json, atomic_write_jsonl, numbered_jsonl
 from percli.log import log, result
 from percli.models import chat_prompt_ids, checkpoint_dir, load_model_and_tokenizer, load_tokenizer
 
@@ -176,7 +175,9 @@ def score_rows(rows: Sequence[dict], aggregate: str, seed: int) -> tuple[dict, l
     """metrics.json values and per-example scores for rows of {id, prediction, reference[, planted_words]}."""
     res = metrics_lib.compute([r["prediction"] for r in rows], [r["reference"] for r in rows],
                               aggregate=aggregate, seed=seed)
-    per_example = [{"id": r["id"], **s} for r, s in zip(rows, res.pop("per_example"))]
+    # user_id lets `percli compare` resample users, not items, when a user has several test items.
+    per_example = [{"id": r["id"], **({"user_id": r["user_id"]} if "user_id" in r else {}), **s}
+                   for r, s in zip(rows, res.pop("per_example"))]
     planted = [(i, r["planted_words"]) for i, r in enumerate(rows) if r.get("planted_words")]
     if planted:
         for i, words in planted:
@@ -205,22 +206,17 @@ def read_predictions(path: Path) -> list[dict]:
         raise DataError(f"eval.predictions={path} does not exist; point it at a jsonl of "
                         "{\"prediction\": ..., \"reference\": ...} rows (e.g. an earlier run's predictions.jsonl)")
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{lineno} is not valid JSON ({e.msg}); one JSON object per line") from None
-            if not isinstance(row, dict) or not isinstance(row.get("prediction"), str) \
-                    or not isinstance(row.get("reference"), str):
-                raise DataError(f"{path}:{lineno} needs string fields 'prediction' and 'reference'")
-            out = {"id": str(row.get("id", row.get("name", lineno))), "prediction": row["prediction"],
-                   "reference": row["reference"]}
-            if row.get("planted_words"):
-                out["planted_words"] = list(row["planted_words"])
-            rows.append(out)
+    for lineno, row in numbered_jsonl(path):
+        if not isinstance(row, dict) or not isinstance(row.get("prediction"), str) \
+                or not isinstance(row.get("reference"), str):
+            raise DataError(f"{path}:{lineno} needs string fields 'prediction' and 'reference'")
+        out = {"id": str(row.get("id", row.get("name", lineno))), "prediction": row["prediction"],
+               "reference": row["reference"]}
+        if row.get("planted_words"):
+            out["planted_words"] = list(row["planted_words"])
+        if row.get("user_id") is not None:
+            out["user_id"] = str(row["user_id"])
+        rows.append(out)
     if not rows:
         raise DataError(f"eval.predictions={path} has no rows")
     return rows
@@ -236,7 +232,7 @@ def _generation_options(cfg: DictConfig) -> dict:
 def _rows(examples: Sequence[Any], texts: Sequence[str]) -> list[dict]:
     rows = []
     for ex, text in zip(examples, texts):
-        row = {"id": ex.id, "prediction": text, "reference": ex.output}
+        row = {"id": ex.id, "user_id": ex.user_id, "prediction": text, "reference": ex.output}
         if ex.meta.get("planted_words"):
             row["planted_words"] = list(ex.meta["planted_words"])
         rows.append(row)
@@ -244,12 +240,14 @@ def _rows(examples: Sequence[Any], texts: Sequence[str]) -> list[dict]:
 
 
 def _limit(examples: Sequence[Any], cfg: DictConfig) -> list[Any]:
+    """The whole split, or a random eval.max_examples of it seeded by data.seed (not the run's seed: runs
+    of different seeds must score the same examples to be compared pairwise)."""
     n = OmegaConf.select(cfg, "eval.max_examples", default=None)
-    return list(examples[:n] if n else examples)
+    return subsample(list(examples), n, int(OmegaConf.select(cfg, "data.seed", default=0)))
 
 
 def evaluate_model(model: Any, tokenizer: Any, examples: Sequence[Any], cfg: DictConfig, run_dir: Path) -> dict:
-    """Generate for `examples` (at most eval.max_examples, the first ones) with the HF backend, score, write
+    """Generate for `examples` (at most eval.max_examples, a seeded random subset) with the HF backend, score, write
     predictions.jsonl / scores.jsonl / metrics.json into `run_dir`; returns the metrics.json dict."""
     examples = _limit(examples, cfg)
     if not examples:

@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from percli.errors import DataError
+
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write `data` to a unique temp file beside `path`, fsync it, then rename it over `path`."""
@@ -74,6 +76,20 @@ def atomic_build_dir(final_dir: str | Path, build: Callable[[Path], None], *, re
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final_dir
+
+
+def numbered_jsonl(path: str | Path) -> list[tuple[int, Any]]:
+    """(line number, value) for each non-blank line of a jsonl file; bad JSON fails naming the line."""
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append((lineno, json.loads(line)))
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{lineno} is not valid JSON ({e.msg}); one JSON object per line") from None
+    return rows
 
 
 def read_jsonl(path: str | Path) -> list[dict]:

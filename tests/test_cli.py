@@ -39,7 +39,7 @@ def test_cfg_job_prints_composed_config_with_overrides(cli):
 def test_unknown_command(cli):
     r = cli("trian")
     assert r.returncode == 2
-    assert r.stderr.strip() == "percli: error: unknown command 'trian'; choose one of: train, eval, contrast, data, table"
+    assert r.stderr.strip() == "percli: error: unknown command 'trian'; choose one of: train, eval, contrast, data, table, compare"
 
 
 def test_unknown_model_lists_valid_models(cli):

@@ -94,9 +94,11 @@ def test_cli_tiny_generates_and_scores(cli, tmp_path: Path):
     assert 2 <= gen["new_tokens"] <= 8 and gen["tokens_per_s"] > 0
     rows = _lines(run_dir / "predictions.jsonl")
     assert [r["id"] for r in rows] == ["review-test-u000-0", "review-test-u001-0"]
-    assert all(set(r) == {"id", "prediction", "reference", "planted_words"} and len(r["planted_words"]) == 3
+    assert all(set(r) == {"id", "user_id", "prediction", "reference", "planted_words"} and len(r["planted_words"]) == 3
                for r in rows)
-    assert [s["id"] for s in _lines(run_dir / "scores.jsonl")] == [r["id"] for r in rows]
+    scores = _lines(run_dir / "scores.jsonl")
+    assert [(s["id"], s["user_id"]) for s in scores] == [(r["id"], r["user_id"]) for r in rows]
+    assert [r["user_id"] for r in rows] == ["AG1Q0S77ELPVD", "AFPX39DP3MNWJ"]
     assert "percli: eval on 2 examples (mean): rouge1" in proc.stdout
 
 

@@ -1,8 +1,9 @@
 """LongLaMP examples from the hub, local files or the synthetic generator, normalised to one type.
 
 `load_examples(cfg, split)` reads a split, validates every record (bad data fails with one line naming
-the file, line and field), subsamples (`data.max_examples`, `data.seed`) and retrieves each example's
-top-k profile items (`cfg.retriever`), so `Example.profile` holds the retrieved items in retrieval order.
+the file, line and field), subsamples the training split (`data.max_examples` caps `data.split`, seeded
+by `data.seed`) and retrieves each example's top-k profile items (`cfg.retriever`), so `Example.profile`
+holds the retrieved items in retrieval order.
 """
 
 from __future__ import annotations
@@ -219,7 +220,10 @@ def subsample(examples: list[Example], max_examples: int | None, seed: int) -> l
 def load_examples(cfg: DictConfig, split: str) -> list[Example]:
     """Load, validate, subsample and retrieve: `profile` holds the top-k items in retrieval order."""
     examples, origin = load_raw_examples(cfg, split)
-    examples = subsample(examples, cfg.data.max_examples, cfg.data.seed)
+    # data.max_examples caps the split data.split names (the one training reads); an evaluation split is
+    # read whole, and subsampled only by eval.max_examples (percli/evaluation.py).
+    if split == cfg.data.split:
+        examples = subsample(examples, cfg.data.max_examples, cfg.data.seed)
     selected = retrieve(examples, cfg.task.name, cfg.retriever, cache_dir=cache_dir(cfg))
     for ex, idx in zip(examples, selected):
         ex.meta["retrieved"] = idx
