@@ -53,19 +53,21 @@ def _go_offline() -> None:
             setattr(sys.modules[module], attr, True)
 
 
-def hub_model_dir(repo_id: str, model_name: str, download: bool = True) -> str | None:
-    """A local directory for `repo_id`: the HF cache if it has it, else a download if the hub answers.
-
-    With download=False it only checks (returns None if a download would be needed and could succeed).
-    """
+def hub_snapshot(repo_id: str, unreachable: str, download: bool = True) -> str | None:
+    """A local directory of `repo_id`: the HF cache if it has it, else a download if the hub answers;
+    `unreachable` is the error when neither can work. With download=False it only checks (None: a
+    download would be needed and could succeed)."""
     try:
         return snapshot_download(repo_id, local_files_only=True)
     except LocalEntryNotFoundError:
         pass
     if not hub_reachable():
-        raise EnvironmentProblem(
-            f"model={model_name} ({repo_id}) is not in the local HF cache and the model hub is unreachable; "
-            f"pass model.path=DIR with a local checkpoint, or download it on a machine with network "
-            f"(`hf download {repo_id}`)"
-        )
+        raise EnvironmentProblem(unreachable)
     return snapshot_download(repo_id) if download else None
+
+
+def hub_model_dir(repo_id: str, model_name: str, download: bool = True) -> str | None:
+    """`model=<model_name>`'s checkpoint directory (see hub_snapshot)."""
+    return hub_snapshot(repo_id, f"model={model_name} ({repo_id}) is not in the local HF cache and the model hub "
+                                 f"is unreachable; pass model.path=DIR with a local checkpoint, or download it on a "
+                                 f"machine with network (`hf download {repo_id}`)", download)

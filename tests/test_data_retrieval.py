@@ -101,7 +101,7 @@ def test_retrieve_caches_by_data_and_config(tmp_path: Path, monkeypatch: pytest.
 def test_contriever_offline_names_the_offline_alternatives(monkeypatch: pytest.MonkeyPatch) -> None:
     from percli.errors import EnvironmentProblem
 
-    monkeypatch.setattr(dense, "hub_reachable", lambda timeout=3: False)
+    monkeypatch.setattr("percli.hub.hub_reachable", lambda timeout=3: False)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     cfg = OmegaConf.create({"name": "contriever", "model_id": "facebook/contriever-not-cached"})
     with pytest.raises(EnvironmentProblem, match="use retriever=minilm .* or retriever=bm25"):

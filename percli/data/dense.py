@@ -6,15 +6,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from huggingface_hub import snapshot_download
-from huggingface_hub.errors import LocalEntryNotFoundError
 from omegaconf import DictConfig
 from transformers import AutoModel, AutoTokenizer
 
 from percli.assets import minilm_dir
 from percli.device import default_device
-from percli.errors import EnvironmentProblem
-from percli.hub import hub_reachable
+from percli.hub import hub_snapshot
 
 
 class DenseRetriever:
@@ -67,13 +64,6 @@ def dense_model_dir(retriever_cfg: DictConfig) -> str:
     model_id = str(retriever_cfg.model_id)
     if Path(model_id).expanduser().is_dir():
         return str(Path(model_id).expanduser())
-    try:
-        return snapshot_download(model_id, local_files_only=True)
-    except LocalEntryNotFoundError:
-        pass
-    if not hub_reachable(timeout=3):
-        raise EnvironmentProblem(
-            f"retriever={retriever_cfg.name} needs {model_id}, which is not in the local HF cache, and the hub "
-            "is unreachable; use retriever=minilm (offline dense) or retriever=bm25, or set "
-            "retriever.model_id=DIR to a local copy")
-    return snapshot_download(model_id)
+    return hub_snapshot(model_id, f"retriever={retriever_cfg.name} needs {model_id}, which is not in the local HF "
+                                  "cache, and the hub is unreachable; use retriever=minilm (offline dense) or "
+                                  "retriever=bm25, or set retriever.model_id=DIR to a local copy")
