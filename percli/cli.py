@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from percli.errors import ConfigError, PercliError
 from percli.io import atomic_write_json, atomic_write_text
 from percli.log import log
+from percli.losses import LOSSES
 from percli.paths import CONF_DIR
 from percli.preflight import preflight
 from percli.rundir import check_fresh_run_dir
@@ -30,7 +31,8 @@ from percli.rundir import check_fresh_run_dir
 # command -> (one-line help, "module:function" taking (cfg, run_dir)); a command's module is imported only
 # when it runs, so `percli data` never loads the training stack.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("fine-tune a model with CE / PerCE / LossCE / EntCE on a LongLaMP task", "percli.train:run"),
+    "train": (f"fine-tune a model with {' / '.join(loss.label for loss in LOSSES.values())} on a LongLaMP task",
+              "percli.train:run"),
     "eval": ("generate on a split and score ROUGE-1/2/L and METEOR (HF evaluate parity)", "percli.evaluation:run"),
     "contrast": ("score response tokens with PerContrast (PIR) -> contrast.jsonl + heatmap", "percli.contrast:run"),
     "data": ("show data statistics and write the rendered prompts (prompts.jsonl)", "percli.data.stats:run"),
