@@ -36,7 +36,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("generate on a split and score ROUGE-1/2/L and METEOR (HF evaluate parity)", "percli.evaluation:run"),
     "contrast": ("score response tokens with PerContrast (PIR) -> contrast.jsonl + heatmap", "percli.contrast:run"),
     "data": ("show data statistics and write the rendered prompts (prompts.jsonl)", "percli.data.stats:run"),
-    "table": ("aggregate run dirs into the paper's table (md/csv/tex) and plots", "percli.report:run"),
+    "table": ("aggregate run dirs into the paper's table (md/csv/tex) and plots", "percli.table:run"),
     "compare": ("paired per-example deltas of two runs with bootstrap CIs -> compare.json", "percli.compare:run"),
 }
 # Flags after which Hydra prints something and exits without running a job: nothing to validate.

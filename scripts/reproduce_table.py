@@ -5,17 +5,26 @@
     python scripts/reproduce_table.py paper --dry-run  # print the commands only
     python scripts/reproduce_table.py paper -- hydra/launcher=slurm hydra.launcher.partition=gpu
 
+Protocol (both scales): every train run is evaluated after training on `val`; per (model, loss, task,
+setting, variant) the lr with the best mean METEOR over seeds on val is selected (the table's rule,
+percli/report/select.py); only the selected checkpoints (every seed of that lr) are then evaluated on the
+whole `test` split, in-task and on the transfer targets; `percli table` shows those test scores with
+paired bootstrap CIs of each loss against CE. Evaluation runs are named after their source checkpoint
+(`<train run>_on_<task>-<setting>_<split>`), so a changed selection evaluates the newly selected
+checkpoint; a rerun skips those that finished and re-runs those that failed (the failed attempt moves to
+eval/.failed/) or never ran.
+
 demo (offline, 2-core CPU): SmolLM2-135M-Instruct fine-tuned with CE and with PerCE on synthetic LongLaMP-
-schema reviews with planted personal names, equal budgets (experiment=demo, only `loss=` differs); each run
-is evaluated after training (ROUGE / METEOR / planted-word recall); PerContrast scores of the test split
-under the PerCE model give contrast.html; `percli table` writes results/table.md. Runs land in
+schema reviews with planted personal names, equal budgets (experiment=demo, only `loss=` differs); the
+selected checkpoints are scored on test (ROUGE / METEOR / planted-word recall); PerContrast scores of the
+test split under the PerCE model give contrast.html; `percli table` writes results/table.md. Runs land in
 outputs/demo/<timestamp>/ so a rerun never mixes with an older one.
 
 paper (GPU): one Hydra sweep over experiment=paper_<model>_<task> x loss x lr (x setting), 3 models x
-3 tasks x 4 losses x 5 lrs = 180 train runs (user setting; `--settings user,temporal` doubles it). Then,
-per (model, loss, task), the checkpoint with the best METEOR (the same rule as the table) is evaluated on
-the two other tasks (cross-task transfer block; `--cross-scenario` also evaluates it on the temporal
-setting), and `percli table` writes results/paper/table.md.
+3 tasks x 4 losses x 5 lrs = 180 train runs (user setting; `--settings user,temporal` doubles it), each
+scored on val. Then the selected checkpoints are scored on test, in-task and on the two other tasks
+(cross-task transfer block; `--cross-scenario` also on the temporal setting), and `percli table` writes
+results/paper/table.md.
 
 GPU-hours, an estimate (not measured: no GPU was available when this was written). Per train run: 2,000
 examples x 3 epochs x ~1,700 tokens (Contriever top-4 prompt + response) = ~10M tokens; at 8 x N x tokens
@@ -24,8 +33,9 @@ PerCE's extra no-grad forward on the short profile-free stream adding ~10%: Qwen
 ~0.55, Qwen3-14B ~1.0 GPU-h per run (A100: x3). The 180-run sweep: ~100 H100 GPU-h of training.
 Evaluation is the larger, less certain part: greedy generation of up to 512 tokens per test example with
 the HF backend at ~1-3 s per example (batched) on one GPU puts each evaluation at 1-3 GPU-h per 2,000
-test examples, i.e. ~180-550 GPU-h for the 180 in-task evaluations plus 72 transfer evaluations. Total:
-roughly 300-650 H100 GPU-hours (x2 with the temporal setting); eval.backend=vllm cuts the evaluation
+examples: the 180 val evaluations plus 36 in-task and 72 transfer test evaluations of the selected
+checkpoints (whole test splits, up to ~4.5k rows), i.e. roughly 300-900 GPU-h of evaluation. Total:
+roughly 400-1,000 H100 GPU-hours (x2 with the temporal setting); eval.backend=vllm cuts the evaluation
 share several-fold. Disk: every run keeps checkpoints/final (8-28 GB in bf16), ~2.5 TB for the sweep;
 `--prune` deletes the checkpoints of the runs that selection did not keep.
 """
@@ -33,6 +43,7 @@ share several-fold. Disk: every run keeps checkpoints/final (8-28 GB in bf16), ~
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
@@ -48,13 +59,16 @@ sys.path.insert(0, str(REPO))
 from percli.data.prompts import TASKS  # noqa: E402
 from percli.losses import LOSSES  # noqa: E402
 from percli.preflight import compose_config  # noqa: E402
-from percli.report import Evaluation, build_cells, collect, find_run_dirs  # noqa: E402
+from percli.report.collect import Source, collect, find_run_dirs  # noqa: E402
+from percli.report.select import select  # noqa: E402
 
 MODELS = ("qwen3-4b", "llama3-8b", "qwen3-14b")
 LRS = ("2e-6", "5e-6", "1e-5", "2e-5", "5e-5")
-SELECT_METRIC = "meteor"   # the table's default table.select_metric
-# Keys of a train run's data/retriever/eval config that must not follow it into a transfer evaluation.
-_NOT_COPIED = {"data.split", "eval.after_train", "eval.predictions"}
+SELECT_METRIC = "meteor"   # the table's defaults: table.select_metric, select_split and report_split
+SELECT_SPLIT = "val"
+REPORT_SPLIT = "test"
+# Keys of a train run's data/retriever/eval config that must not follow it into an evaluation of its checkpoint.
+_NOT_COPIED = {"data.split", "eval.after_train", "eval.predictions", "eval.split"}
 
 
 def percli(*args: str, dry_run: bool = False) -> int:
@@ -90,13 +104,14 @@ def _leaves(node: DictConfig, prefix: str) -> dict[str, object]:
     return out
 
 
-def transfer_eval_overrides(train_run: Path, task: str, setting: str) -> list[str]:
-    """`percli eval` overrides that score train_run's final checkpoint on (task, setting) with the train run's
-    own data / retriever / eval settings, so a transfer number is comparable with the in-task one."""
+def checkpoint_eval_overrides(train_run: Path, task: str, setting: str, split: str = REPORT_SPLIT) -> list[str]:
+    """`percli eval` overrides that score train_run's final checkpoint on (task, setting, split) with the train
+    run's own data / retriever / eval settings, so every number of a checkpoint is comparable."""
     cfg = OmegaConf.load(train_run / "config.yaml")
     choices = OmegaConf.load(train_run / ".hydra" / "hydra.yaml").hydra.runtime.choices
     base = [f"model={choices.model}", f"model.path={train_run / 'checkpoints' / 'final'}",
-            f"task={task}", f"task.setting={setting}", f"data={choices.data}", f"retriever={choices.retriever}"]
+            f"task={task}", f"task.setting={setting}", f"data={choices.data}", f"retriever={choices.retriever}",
+            f"eval.split={split}"]
     fresh = compose_config("eval", base)
     extra = []
     for section in ("data", "retriever", "eval"):
@@ -107,16 +122,55 @@ def transfer_eval_overrides(train_run: Path, task: str, setting: str) -> list[st
     return base + extra
 
 
-def selected_train_runs(out: Path) -> list[Evaluation]:
-    """Per (model, loss, task, setting): the train run the table shows (best METEOR), as the table selects it."""
-    evaluations, _ = collect(find_run_dirs(out))
-    cells = build_cells([e for e in evaluations if e.in_task and e.trained_on is not None], SELECT_METRIC)
-    return [c.selected for c in cells.values()
-            if c.selected is not None and (c.selected.run_dir / "checkpoints" / "final").is_dir()]
+def selected_checkpoints(train_dir: Path) -> list[Source]:
+    """Every seed's checkpoint of each row's selected lr (the table's rule: best mean METEOR on val)."""
+    evaluations, _ = collect(find_run_dirs(train_dir))
+    selections, _ = select(evaluations, SELECT_SPLIT, SELECT_METRIC)
+    return sorted((s for sel in selections.values() for s in sel.sources
+                   if s.run_dir is not None and (s.run_dir / "checkpoints" / "final").is_dir()),
+                  key=lambda s: str(s.run_dir))
 
 
-def prune_checkpoints(out: Path, keep: list[Evaluation]) -> None:
-    kept = {e.run_dir for e in keep}
+def eval_run_dir(out: Path, source: Source, task: str, setting: str, split: str = REPORT_SPLIT) -> Path:
+    """Named after the source checkpoint (its run dir relative to `out`), so another selection gets another dir."""
+    run = source.run_dir.resolve()
+    name = "-".join(run.relative_to(out).parts) if run.is_relative_to(out) else run.name
+    return out / "eval" / f"{name}_on_{task}-{setting}_{split}"
+
+
+def needs_run(run_dir: Path) -> bool:
+    """True unless run_dir holds a finished run; a failed or unfinished attempt is moved to eval/.failed/."""
+    status = run_dir / "status.json"
+    if status.is_file() and json.loads(status.read_text(encoding="utf-8")).get("status") == "ok":
+        return False
+    if run_dir.exists():
+        aside = run_dir.parent / ".failed" / f"{run_dir.name}.{datetime.now():%Y%m%d-%H%M%S-%f}"
+        aside.parent.mkdir(parents=True, exist_ok=True)
+        run_dir.rename(aside)
+        print(f"  re-running {run_dir.name} (the earlier attempt did not finish: {aside})")
+    return True
+
+
+def evaluate_selected(out: Path, *, transfer_tasks: list[str], cross_scenario: bool, overrides: list[str]) -> bool:
+    """Score every selected checkpoint on test (in-task and transfer targets); True if an evaluation failed."""
+    failed = False
+    for src in selected_checkpoints(out / "train"):
+        trained = src.trained_on
+        targets = [(trained.task, trained.setting)]
+        if trained.setting == "user":
+            targets += [(t, "user") for t in transfer_tasks if t != trained.task]
+            if cross_scenario:
+                targets.append((trained.task, "temporal"))
+        for task, setting in targets:
+            run_dir = eval_run_dir(out, src, task, setting)
+            if needs_run(run_dir):
+                failed |= percli("eval", *checkpoint_eval_overrides(src.run_dir, task, setting),
+                                 f"hydra.run.dir={run_dir}", *overrides) != 0
+    return failed
+
+
+def prune_checkpoints(out: Path, keep: list[Source]) -> None:
+    kept = {s.run_dir for s in keep}
     for run_dir in find_run_dirs(out / "train"):
         final = run_dir / "checkpoints"
         if run_dir not in kept and final.is_dir():
@@ -131,28 +185,16 @@ def paper(args: argparse.Namespace) -> int:
     if not args.skip_train:
         failed = percli("train", "-m", f"experiment={experiments}", f"loss={','.join(args.losses)}",
                         f"train.lr={','.join(args.lrs)}", f"task.setting={','.join(args.settings)}",
-                        f"hydra.sweep.dir={out / 'train'}", *args.overrides, dry_run=args.dry_run) != 0
+                        f"eval.split={SELECT_SPLIT}", f"hydra.sweep.dir={out / 'train'}", *args.overrides,
+                        dry_run=args.dry_run) != 0
     if args.dry_run:
-        print("# then: per (model, loss, task) the best-METEOR checkpoint is evaluated on the other tasks, "
-              "and `percli table` runs")
+        print("# then: per (model, loss, task) the checkpoints of the lr with the best val METEOR are scored on "
+              "test (in-task and transfer), and `percli table` runs")
     else:
-        selected = selected_train_runs(out / "train")
         if args.prune:
-            prune_checkpoints(out, selected)
-        for ev in sorted(selected, key=lambda e: str(e.run_dir)):
-            trained = ev.trained_on
-            targets = []
-            if args.transfer and trained.setting == "user":
-                targets += [(t, "user") for t in args.tasks if t != trained.task]
-            if args.cross_scenario and trained.setting == "user":
-                targets.append((trained.task, "temporal"))
-            for task, setting in targets:
-                name = f"{ev.model}_{ev.loss}_{trained.task}-{trained.setting}_to_{task}-{setting}"
-                run_dir = out / "transfer" / name
-                if (run_dir / "status.json").exists():
-                    continue   # a rerun of the script skips transfer evaluations that already ran
-                overrides = transfer_eval_overrides(ev.run_dir, task, setting)
-                failed |= percli("eval", *overrides, f"hydra.run.dir={run_dir}") != 0
+            prune_checkpoints(out, selected_checkpoints(out / "train"))
+        failed |= evaluate_selected(out, transfer_tasks=list(args.tasks) if args.transfer else [],
+                                    cross_scenario=args.cross_scenario, overrides=[])
     results = Path(args.results or "results/paper")
     failed |= percli("table", f"table.runs={out}", f"table.out_dir={results}", dry_run=args.dry_run) != 0
     print(f"\ntable: {results / 'table.md'} (.csv, .tex, loss_curves.png); runs: {out}")
@@ -163,10 +205,12 @@ def demo(args: argparse.Namespace) -> int:
     start = time.monotonic()
     out = Path(args.out or f"outputs/demo/{datetime.now():%Y-%m-%d_%H-%M-%S}").resolve()
     results = Path(args.results or "results")
-    failed = percli("train", "-m", "experiment=demo", "loss=ce,perce", f"hydra.sweep.dir={out / 'train'}",
-                    *args.overrides, dry_run=args.dry_run) != 0
+    failed = percli("train", "-m", "experiment=demo", "loss=ce,perce", f"eval.split={SELECT_SPLIT}",
+                    f"hydra.sweep.dir={out / 'train'}", *args.overrides, dry_run=args.dry_run) != 0
+    if not args.dry_run:
+        failed |= evaluate_selected(out, transfer_tasks=[], cross_scenario=False, overrides=[])
     contrast_dir = out / "contrast"
-    perce = [] if args.dry_run else [e for e in selected_train_runs(out / "train") if e.loss == "perce"]
+    perce = [] if args.dry_run else [s for s in selected_checkpoints(out / "train") if s.loss == "perce"]
     if perce or args.dry_run:
         ckpt = perce[0].run_dir / "checkpoints" / "final" if perce else "<perce run>/checkpoints/final"
         # Scored on the held-out test split, the same examples the table's metrics come from.
@@ -207,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-transfer", dest="transfer", action="store_false", help="skip cross-task evaluations")
     p.add_argument("--cross-scenario", action="store_true", help="also evaluate user-trained models on temporal")
     p.add_argument("--skip-train", action="store_true",
-                   help="reuse the train runs under --out: only the transfer evaluations (those not run yet) and the table")
+                   help="reuse the train runs under --out: only the test evaluations (those not finished yet) and the table")
     p.add_argument("--prune", action="store_true", help="delete checkpoints of runs the selection did not keep")
     args = p.parse_args(argv)
     args.overrides = overrides

@@ -118,7 +118,7 @@ def test_table_and_config_checks_never_load_torch() -> None:
     # `percli table` and every config error must stay fast: the registries they read are torch-free.
     import subprocess
 
-    code = "import sys, percli.report, percli.preflight, percli.losses; print('torch' in sys.modules)"
+    code = "import sys, percli.table, percli.preflight, percli.losses; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=PACKAGE.parent).stdout
     assert out.strip() == "False"
