@@ -40,7 +40,7 @@ _STEP_DIR = re.compile(r"^step-(\d+)$")
 RESULT_KEYS = ("seed", "model", "task", "data", "retriever", "loss", "schedule", "train.epochs",
                "train.max_steps", "train.lr", "train.weight_decay", "train.warmup_ratio", "train.lr_scheduler",
                "train.batch_size", "train.grad_accum", "train.max_grad_norm")
-_NOT_RESULT = ("model.gradient_checkpointing", "data.eval_split")
+_NOT_RESULT = ("model.gradient_checkpointing",)
 
 
 def checkpoints_dir(run_dir: Path) -> Path:

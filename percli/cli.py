@@ -25,8 +25,9 @@ from percli.io import atomic_write_json, atomic_write_text
 from percli.log import log
 from percli.losses import LOSSES
 from percli.paths import CONF_DIR
-from percli.preflight import preflight
+from percli.preflight import compose_config, preflight
 from percli.rundir import check_fresh_run_dir
+from percli.schema import describe
 
 # command -> (one-line help, "module:function" taking (cfg, run_dir)); a command's module is imported only
 # when it runs, so `percli data` never loads the training stack.
@@ -59,7 +60,7 @@ def _usage() -> str:
         "  percli train -m loss=ce,perce train.lr=1e-5,2e-5",
         "  percli eval model.path=outputs/train/runs/<run>/checkpoints/final task=topic",
         "",
-        "`percli <command> --help` lists the config groups; `--cfg job` prints the composed config.",
+        "`percli <command> --help` lists the config groups and every key's doc; `--cfg job` prints the config.",
         "PERCLI_DEBUG=1 shows tracebacks.",
     ]
     return "\n".join(lines)
@@ -96,13 +97,28 @@ def main(argv: list[str] | None = None) -> None:
         if not any(a in _INFO_FLAGS for a in rest):
             preflight(command, _overrides_only(rest), multirun=("-m" in rest or "--multirun" in rest),
                       check_environment=not any(a in ("--cfg", "-c") for a in rest))
-        _run_hydra(command, rest)
+        if any(a in ("-h", "--help") for a in rest):
+            _print_help(command, rest)
+        else:
+            _run_hydra(command, rest)
     except PercliError as e:
         if debug:
             raise
         _fail(str(e), e.exit_code)
     if _FAILED_JOBS:
         _fail(f"{len(_FAILED_JOBS)} job(s) failed: " + "; ".join(_FAILED_JOBS), 1)
+
+
+def _print_help(command: str, rest: list[str]) -> None:
+    """`percli <command> --help`: Hydra's list of config groups, then every key's value and doc."""
+    try:
+        _run_hydra(command, rest)
+    except SystemExit as e:  # Hydra exits once its help is printed
+        if e.code not in (0, None):
+            raise
+    print("\n== Config keys ==\nkey=value as composed: what it does [what it accepts]. Override with key=value; "
+          "`--cfg job` prints the whole config.\n")
+    print("\n".join(describe(compose_config(command, _overrides_only(rest)))))
 
 
 def _run_hydra(command: str, rest: list[str]) -> None:

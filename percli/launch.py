@@ -54,7 +54,7 @@ class WorkerFailed(PercliError):
 
 
 def check_launcher(cfg: DictConfig) -> None:
-    """Cross-key launcher checks that the per-key rules of percli.config cannot express."""
+    """Cross-key launcher checks that the per-key rules of percli.schema cannot express."""
     launcher = cfg.launcher
     if launcher.name == "local" and (launcher.num_processes != 1 or launcher.num_machines != 1):
         raise ConfigError(f"launcher=local runs one process (got launcher.num_processes={launcher.num_processes}, "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -17,11 +18,11 @@ from hydra.errors import (
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from percli.config import validate
 from percli.errors import ConfigError, EnvironmentProblem
 from percli.hub import hub_model_dir
 from percli.paths import CONF_DIR
 from percli.rundir import check_fresh_run_dir
+from percli.schema import check_names, check_values
 
 
 def expand_sweep(overrides: list[str]) -> list[list[str]]:
@@ -70,22 +71,33 @@ def _composition_message(e: Exception, overrides: list[str]) -> str:
 
 
 def preflight(command: str, overrides: list[str], multirun: bool = False, check_environment: bool = True) -> None:
-    """Validate every job's config; with `check_environment`, also that its model can be loaded
-    (skipped for `--cfg`, which only prints the config)."""
+    """Validate every job's config; with `check_environment`, also that its model can be loaded and its
+    registry names exist (skipped for `--cfg`, which only prints the config)."""
     try:
         jobs = expand_sweep(overrides) if multirun else [overrides]
     except (OverrideParseException, HydraException) as e:
         raise ConfigError(_composition_message(e, overrides)) from None
+    composed = []
     for job in jobs:
         cfg = compose_config(command, job, hydra_config=True)
-        try:
-            validate(cfg)
-        except ConfigError as e:
-            raise ConfigError(f"{e}" + (f" (in sweep job {' '.join(job)})" if len(jobs) > 1 else "")) from None
+        _in_job(check_values, cfg, job, len(jobs))
         if not multirun and any(o.startswith("hydra.run.dir=") for o in job):
             check_fresh_run_dir(Path(OmegaConf.select(cfg, "hydra.run.dir")), cfg)
         if check_environment:
             _check_model_reachable(cfg)
+        composed.append((job, cfg))
+    # Registry names last: reading a registry imports torch, which a bad value above need not wait for.
+    if check_environment:
+        for job, cfg in composed:
+            _in_job(check_names, cfg, job, len(jobs))
+
+
+def _in_job(check: Callable[[DictConfig], None], cfg: DictConfig, job: list[str], num_jobs: int) -> None:
+    """Run a config check; in a sweep, its error names the job."""
+    try:
+        check(cfg)
+    except ConfigError as e:
+        raise ConfigError(f"{e}" + (f" (in sweep job {' '.join(job)})" if num_jobs > 1 else "")) from None
 
 
 def _check_model_reachable(cfg: DictConfig) -> None:

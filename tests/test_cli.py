@@ -7,8 +7,10 @@ import time
 
 import pytest
 import yaml
+from helpers import composed
 
 from percli.cli import COMMANDS
+from percli.schema import SCHEMA, leaf_keys
 
 
 def test_top_level_help_lists_every_command(cli):
@@ -19,11 +21,16 @@ def test_top_level_help_lists_every_command(cli):
 
 
 @pytest.mark.parametrize("command", list(COMMANDS))
-def test_command_help_shows_config_groups(cli, command):
+def test_command_help_shows_config_groups_and_every_keys_doc(cli, command):
     r = cli(command, "--help")
     assert r.returncode == 0, r.stderr
     assert "== Configuration groups ==" in r.stdout
     assert "paths: default" in r.stdout
+    keys = r.stdout.split("== Config keys ==", 1)[1]
+    for key in leaf_keys(composed(command)):
+        assert f"  {key}=" in keys and SCHEMA[key].doc in keys, key
+    if command == "train":
+        assert "  train.lr=1e-05" in keys and "peak learning rate (AdamW) [a positive number such as 1e-5]" in keys
 
 
 def test_cfg_job_prints_composed_config_with_overrides(cli):

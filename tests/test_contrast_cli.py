@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import only_run_dir
+from helpers import only_run_dir
 
 from percli.contrast import auc, planted_token_mask, render_html, shuffle_profiles
 from percli.data.example import Example
@@ -135,7 +135,7 @@ REAL = ["model=smollm2-135m", "data.source=synthetic", "task=review", "data.num_
 
 
 def _planted(tmp_path: Path, *extra: str) -> dict:
-    from conftest import run_cli
+    from helpers import run_cli
 
     out = tmp_path / ("control" if extra else "own")
     r = run_cli("contrast", *REAL, *extra, output_dir=out)

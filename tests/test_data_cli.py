@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import only_run_dir, run_cli
+from helpers import only_run_dir, run_cli
 
 from percli.data.prompts import render
 

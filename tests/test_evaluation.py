@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import only_run_dir
+from helpers import only_run_dir
 
 from percli.data.collate import pad_rows
 from percli.errors import DataError

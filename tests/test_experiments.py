@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
+from helpers import composed, only_run_dir
 from omegaconf import OmegaConf
 
-from percli.config import validate
 from percli.errors import ConfigError
 from percli.paths import CONF_DIR
 from percli.preflight import compose_config, expand_sweep
+from percli.schema import validate
 
 PRESETS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 MODELS = {"qwen3-4b": 32, "llama3-8b": 64, "qwen3-14b": 96}   # model -> global batch
@@ -25,7 +27,7 @@ def test_one_preset_per_paper_setting_plus_demo() -> None:
 
 @pytest.mark.parametrize("name", PRESETS)
 def test_preset_composes_validates_and_states_hardware(name: str) -> None:
-    cfg = compose_config("train", [f"experiment={name}"])
+    cfg = composed("train", f"experiment={name}")
     validate(cfg)
     text = (CONF_DIR / "experiment" / f"{name}.yaml").read_text()
     assert text.startswith("# @package _global_\n")
@@ -35,7 +37,7 @@ def test_preset_composes_validates_and_states_hardware(name: str) -> None:
 @pytest.mark.parametrize("name", PAPER)
 def test_paper_recipe(name: str) -> None:
     _, model, task = name.split("_")
-    cfg = compose_config("train", [f"experiment={name}"])
+    cfg = composed("train", f"experiment={name}")
     assert (cfg.model.name, cfg.task.name, cfg.task.setting) == (model, task, "user")
     assert (cfg.data.source, cfg.data.max_examples, cfg.data.split) == ("hub", 2000, "train")
     assert (cfg.retriever.name, cfg.retriever.k) == ("contriever", 4)
@@ -71,6 +73,31 @@ def test_demo_preset_is_offline_and_equal_budget() -> None:
         cfg = compose_config(command, [override])
         assert (cfg.model.name, cfg.data.num_users, cfg.data.max_prompt_tokens) == (
             "smollm2-135m", ce.data.num_users, ce.data.max_prompt_tokens)
+
+
+def test_every_cpu_preset_trains_and_evaluates_through_the_cli(cli, tmp_path: Path) -> None:
+    """Each preset that runs here (a model that needs no hub, one local process) trains two steps and scores
+    the final checkpoint, with the preset's model, data, retriever and loss; only sizes are cut."""
+    cpu = [name for name in PRESETS if (cfg := composed("train", f"experiment={name}")).model.source != "hub"
+           and cfg.launcher.name == "local"]
+    assert "demo" in cpu
+    short = ["train.max_steps=2", "train.batch_size=1", "data.num_users=2", "data.examples_per_user=1",
+             "data.max_prompt_tokens=128", "data.max_response_tokens=8", "eval.max_examples=1",
+             "eval.max_new_tokens=2"]
+    for name in cpu:
+        out = tmp_path / name
+        r = cli("train", f"experiment={name}", *short, env={"PERCLI_OUTPUT_DIR": str(out)})
+        assert r.returncode == 0, f"{name}: {r.stderr[-2000:]}"
+        run = only_run_dir(out, "train")
+        assert json.loads((run / "status.json").read_text()) == {"status": "ok"}
+        saved = OmegaConf.load(run / "config.yaml")
+        preset = composed("train", f"experiment={name}")
+        assert (saved.model.name, saved.retriever.name, saved.loss.name) == (
+            preset.model.name, preset.retriever.name, preset.loss.name)
+        log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+        assert [row["step"] for row in log] == [1, 2] and all(row["loss"] > 0 for row in log)
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert metrics["num_examples"] == 1 and metrics["model"] == preset.model.name
 
 
 def test_cli_prints_composed_preset(cli, tmp_path: Path) -> None:

@@ -7,15 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHARED, only_run_dir, run_cli
+from helpers import SHARED, only_run_dir, run_cli
 
 from percli.errors import DataError
 from percli.metrics import ROUGE_TYPES, bootstrap_mid, compute, rouge_matrices
 
 PARITY = SHARED / "metric_parity"
-PAIRS = [json.loads(line) for line in (PARITY / "pairs.jsonl").read_text(encoding="utf-8").splitlines() if line]
-REFERENCE = json.loads((PARITY / "reference_metrics.json").read_text())
-REFERENCE_PER_EXAMPLE = json.loads((PARITY / "reference_per_example.json").read_text())
 TOL = 1e-6
 
 # evaluate 0.4.6 itself, run on this machine with evaluate's own metrics/rouge/rouge.py (loaded from a local
@@ -32,6 +29,24 @@ METEOR_DOC_REF = "It is a guide to action that ensures that the military will fo
 
 
 @pytest.fixture(scope="module")
+def pairs() -> list[dict]:
+    """The parity kit's 122 prediction/reference pairs, in file order."""
+    lines = (PARITY / "pairs.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line]
+
+
+@pytest.fixture(scope="module")
+def reference() -> dict:
+    """Corpus-level values computed by evaluate's own metric scripts."""
+    return json.loads((PARITY / "reference_metrics.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def reference_per_example() -> dict:
+    return json.loads((PARITY / "reference_per_example.json").read_text())
+
+
+@pytest.fixture(scope="module")
 def parity_run(tmp_path_factory) -> Path:
     """One `percli eval eval.predictions=pairs.jsonl` run (mean mode), shared by the parity tests."""
     out = tmp_path_factory.mktemp("parity") / "outputs"
@@ -43,46 +58,47 @@ def parity_run(tmp_path_factory) -> Path:
     return run_dir
 
 
-def test_cli_mean_matches_evaluate_reference(parity_run: Path):
+def test_cli_mean_matches_evaluate_reference(parity_run: Path, reference: dict):
     got = json.loads((parity_run / "metrics.json").read_text())
-    assert got["num_examples"] == REFERENCE["n_pairs"] == 122
+    assert got["num_examples"] == reference["n_pairs"] == 122
     assert got["aggregate"] == "mean"
     for key in ROUGE_TYPES:
-        assert got[key] == pytest.approx(REFERENCE["rouge_per_example_mean"][key], abs=TOL), key
-    assert got["meteor"] == pytest.approx(REFERENCE["meteor"], abs=TOL)
+        assert got[key] == pytest.approx(reference["rouge_per_example_mean"][key], abs=TOL), key
+    assert got["meteor"] == pytest.approx(reference["meteor"], abs=TOL)
 
 
-def test_cli_per_example_matches_evaluate_reference(parity_run: Path):
+def test_cli_per_example_matches_evaluate_reference(parity_run: Path, pairs: list[dict],
+                                                    reference_per_example: dict):
     rows = [json.loads(line) for line in (parity_run / "scores.jsonl").read_text().splitlines()]
-    assert [r["id"] for r in rows] == [p["name"] for p in PAIRS]
-    assert set(REFERENCE_PER_EXAMPLE) == {r["id"] for r in rows}
+    assert [r["id"] for r in rows] == [p["name"] for p in pairs]
+    assert set(reference_per_example) == {r["id"] for r in rows}
     for row in rows:
-        ref = REFERENCE_PER_EXAMPLE[row["id"]]
+        ref = reference_per_example[row["id"]]
         for key in ("rouge1", "rougeL", "meteor"):
             assert row[key] == pytest.approx(ref[key], abs=TOL), (row["id"], key)
     # The edge cases: pair 4 has an empty prediction, pair 8 one cut mid-word.
-    assert PAIRS[3]["prediction"] == "" and rows[3] == {"id": PAIRS[3]["name"], "rouge1": 0.0, "rouge2": 0.0,
+    assert pairs[3]["prediction"] == "" and rows[3] == {"id": pairs[3]["name"], "rouge1": 0.0, "rouge2": 0.0,
                                                        "rougeL": 0.0, "rougeLsum": 0.0, "meteor": 0.0}
-    assert rows[7]["rouge1"] == pytest.approx(REFERENCE_PER_EXAMPLE[PAIRS[7]["name"]]["rouge1"], abs=1e-12)
+    assert rows[7]["rouge1"] == pytest.approx(reference_per_example[pairs[7]["name"]]["rouge1"], abs=1e-12)
     assert 0 < rows[7]["meteor"] < 1
     preds = [json.loads(line) for line in (parity_run / "predictions.jsonl").read_text().splitlines()]
-    assert preds[7] == {"id": PAIRS[7]["name"], "prediction": PAIRS[7]["prediction"], "reference": PAIRS[7]["reference"]}
+    assert preds[7] == {"id": pairs[7]["name"], "prediction": pairs[7]["prediction"], "reference": pairs[7]["reference"]}
 
 
-def test_bootstrap_equals_evaluate_run_after_np_random_seed():
-    preds, refs = [p["prediction"] for p in PAIRS], [p["reference"] for p in PAIRS]
+def test_bootstrap_equals_evaluate_run_after_np_random_seed(pairs: list[dict], reference: dict):
+    preds, refs = [p["prediction"] for p in pairs], [p["reference"] for p in pairs]
     got = compute(preds, refs, aggregate="bootstrap", seed=0)
     assert got["aggregate"] == "bootstrap"
     for key in ROUGE_TYPES:
         assert got[key] == pytest.approx(EVALUATE_BOOTSTRAP[0][key], abs=1e-12), key
-    assert got["meteor"] == pytest.approx(REFERENCE["meteor"], abs=TOL)  # METEOR has no aggregator
+    assert got["meteor"] == pytest.approx(reference["meteor"], abs=TOL)  # METEOR has no aggregator
     # Another seed, through the same resampling compute() uses (the types draw in evaluate's order).
     mats, rng = rouge_matrices(preds, refs), np.random.RandomState(7)
     for key in ROUGE_TYPES:
         assert bootstrap_mid(mats[key], rng)[2] == pytest.approx(EVALUATE_BOOTSTRAP[7][key], abs=1e-12), key
 
 
-def test_bootstrap_equals_evaluate_modules_own_seeding() -> None:
+def test_bootstrap_equals_evaluate_modules_own_seeding(pairs: list[dict]) -> None:
     """Live, offline: an evaluate.Metric whose _compute aggregates like evaluate's rouge.py (rouge_score
     BootstrapAggregator on the global RNG). evaluate's EvaluationModule captures a seed from np.random's state
     when it is created and re-seeds inside compute(); created right after np.random.seed(s), that equals ours."""
@@ -101,7 +117,7 @@ def test_bootstrap_equals_evaluate_modules_own_seeding() -> None:
                 agg.add_scores(scorer.score(ref, pred))
             return {k: v.mid.fmeasure for k, v in agg.aggregate().items()}
 
-    preds, refs = [p["prediction"] for p in PAIRS], [p["reference"] for p in PAIRS]
+    preds, refs = [p["prediction"] for p in pairs], [p["reference"] for p in pairs]
     saved = np.random.get_state()
     try:
         for seed in (0, 7):
@@ -114,27 +130,27 @@ def test_bootstrap_equals_evaluate_modules_own_seeding() -> None:
         np.random.set_state(saved)
 
 
-def test_bootstrap_matches_reference_file_seed0():
+def test_bootstrap_matches_reference_file_seed0(pairs: list[dict], reference: dict):
     """The parity kit's bootstrap value, produced by evaluate's rouge loaded with seed=0."""
-    preds, refs = [p["prediction"] for p in PAIRS], [p["reference"] for p in PAIRS]
+    preds, refs = [p["prediction"] for p in pairs], [p["reference"] for p in pairs]
     got = compute(preds, refs, aggregate="bootstrap", seed=0)
     for key in ROUGE_TYPES:
-        assert got[key] == pytest.approx(REFERENCE["rouge_aggregated_seed0"][key], abs=TOL), key
+        assert got[key] == pytest.approx(reference["rouge_aggregated_seed0"][key], abs=TOL), key
 
 
-def test_bootstrap_mid_equals_rouge_score_aggregator_with_global_seed():
+def test_bootstrap_mid_equals_rouge_score_aggregator_with_global_seed(pairs: list[dict]):
     """Our private-RNG resampling equals rouge_score's BootstrapAggregator drawing from np.random."""
     from rouge_score import rouge_scorer, scoring
 
-    pairs = PAIRS[:40]
-    mats = rouge_matrices([p["prediction"] for p in pairs], [p["reference"] for p in pairs])
+    subset = pairs[:40]
+    mats = rouge_matrices([p["prediction"] for p in subset], [p["reference"] for p in subset])
     scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=False)
     saved = np.random.get_state()
     try:
         for seed in (0, 3):
             np.random.seed(seed)
             agg = scoring.BootstrapAggregator()
-            for p in pairs:
+            for p in subset:
                 agg.add_scores(scorer.score(p["reference"], p["prediction"]))
             expected = agg.aggregate()
             rng = np.random.RandomState(seed)
@@ -144,8 +160,8 @@ def test_bootstrap_mid_equals_rouge_score_aggregator_with_global_seed():
         np.random.set_state(saved)
 
 
-def test_callers_numpy_rng_untouched_and_irrelevant():
-    preds, refs = [p["prediction"] for p in PAIRS[:6]], [p["reference"] for p in PAIRS[:6]]
+def test_callers_numpy_rng_untouched_and_irrelevant(pairs: list[dict]):
+    preds, refs = [p["prediction"] for p in pairs[:6]], [p["reference"] for p in pairs[:6]]
     np.random.seed(123)
     np.random.random(5)  # a state mid-stream, not just after seeding
     before = np.random.get_state()

@@ -1,4 +1,4 @@
-"""The bad-input matrix through the real CLI (issue 10): one clear line, the right exit code, no traceback.
+"""The bad-input matrix through the real CLI: one clear line, the right exit code, no traceback.
 
 Configuration errors (exit 2) are in test_cli.py; non-finite steps, SIGKILL / SIGTERM resume are in
 test_train_cli.py and test_train_slow.py. This file covers data and environment errors (exit 1)."""

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO
+from helpers import REPO
 from omegaconf import OmegaConf
 
 from percli import checkpoint as ckpt_lib

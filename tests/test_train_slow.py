@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, run_cli
+from helpers import REPO, run_cli
 
 from percli.io import read_jsonl
 from percli.preflight import compose_config
