@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from percli.errors import ConfigError, PercliError
 from percli.io import atomic_write_json, atomic_write_text
-from percli.log import log
+from percli.log import log, result
 from percli.losses import LOSSES
 from percli.paths import CONF_DIR
 from percli.preflight import compose_config, preflight
@@ -116,9 +116,9 @@ def _print_help(command: str, rest: list[str]) -> None:
     except SystemExit as e:  # Hydra exits once its help is printed
         if e.code not in (0, None):
             raise
-    print("\n== Config keys ==\nkey=value as composed: what it does [what it accepts]. Override with key=value; "
-          "`--cfg job` prints the whole config.\n")
-    print("\n".join(describe(compose_config(command, _overrides_only(rest)))))
+    keys = describe(compose_config(command, _overrides_only(rest)))
+    result("\n".join(["", "== Config keys ==", "key=value as composed: what it does [what it accepts]. Override "
+                      "with key=value; `--cfg job` prints the whole config.", "", *keys]))
 
 
 def _run_hydra(command: str, rest: list[str]) -> None:

@@ -8,10 +8,14 @@ from helpers import GROUPS, command_config, composed, group_option_overrides, gr
 from omegaconf import DictConfig
 
 from percli.cli import COMMANDS
+from percli.data.longlamp import SOURCES
+from percli.data.retrieval import RETRIEVERS
 from percli.errors import ConfigError
 from percli.losses import LOSSES
+from percli.models import MODEL_SOURCES
 from percli.paths import conf_options
 from percli.preflight import compose_config
+from percli.schedule import SCHEDULES
 from percli.schema import SCHEMA, Field, check_values, leaf_keys, validate
 
 PRESETS = conf_options("experiment")
@@ -52,9 +56,11 @@ def test_every_field_has_a_one_line_doc() -> None:
         assert field.doc and "\n" not in field.doc and len(field.doc) <= 110, key
 
 
-def test_name_choices_come_from_the_registries() -> None:
-    assert SCHEMA["loss.name"].allowed() == tuple(LOSSES) == SCHEMA["table.baseline_loss"].allowed()
-    assert {composed("train", f"loss={option}").loss.name for option in group_options("loss")} == set(LOSSES)
+@pytest.mark.parametrize(("key", "registry"), [
+    ("loss.name", LOSSES), ("table.baseline_loss", LOSSES), ("schedule.name", SCHEDULES),
+    ("retriever.name", RETRIEVERS), ("data.source", SOURCES), ("model.source", MODEL_SOURCES)])
+def test_name_choices_come_from_the_registries(key: str, registry: dict) -> None:
+    assert SCHEMA[key].allowed() == tuple(registry) and registry
 
 
 @pytest.mark.parametrize(
@@ -76,6 +82,8 @@ def test_name_choices_come_from_the_registries() -> None:
         ("table", ["table.metrics=[rouge1,bleu]"], "table.metrics=['rouge1', 'bleu'] is out of range; "
          "expected a list of rouge1, rouge2, rougeL, rougeLsum, meteor or planted_recall"),
         ("train", ["loss.name=focal"], "loss.name='focal' is out of range; expected ce, perce, lossce or entce"),
+        ("train", ["schedule.name=hourly"],
+         "schedule.name='hourly' is out of range; expected online, periodic or warmup"),
     ],
 )
 def test_bad_value_is_one_exact_line(command: str, overrides: list[str], message: str) -> None:
@@ -85,21 +93,21 @@ def test_bad_value_is_one_exact_line(command: str, overrides: list[str], message
 
 
 def test_registry_names_are_checked_after_the_cheap_checks() -> None:
-    cfg = compose_config("train", ["loss.name=focal"])
-    check_values(cfg)  # passes: the loss registry is read only by check_names
-    with pytest.raises(ConfigError, match="loss.name='focal'"):
+    cfg = compose_config("train", ["schedule.name=hourly"])
+    check_values(cfg)  # passes: the schedule registry (torch) is read only by check_names
+    with pytest.raises(ConfigError, match="schedule.name='hourly'"):
         validate(cfg)
-    both = compose_config("train", ["loss.name=focal", "train.batch_size=0"])
+    both = compose_config("train", ["schedule.name=hourly", "train.batch_size=0"])
     with pytest.raises(ConfigError, match="train.batch_size=0 is out of range"):
         validate(both)
 
 
 def test_cli_config_errors_are_one_exact_line_with_exit_2(cli) -> None:
-    """Both paths of the CLI's pre-run check: a value rule, and a registry name in one job of a sweep."""
+    """Both steps of the CLI's pre-run check: a value rule, and a heavy registry's name in one sweep job."""
     r = cli("train", "data.max_response_tokens=0")
     assert (r.returncode, r.stderr.strip()) == (
         2, "percli: error: data.max_response_tokens=0 is out of range; expected a positive integer")
-    r = cli("train", "-m", "loss.name=ce,focal")
+    r = cli("train", "-m", "schedule.name=online,hourly")
     assert (r.returncode, r.stderr.strip()) == (
-        2, "percli: error: loss.name='focal' is out of range; expected ce, perce, lossce or entce "
-           "(in sweep job loss.name=focal)")
+        2, "percli: error: schedule.name='hourly' is out of range; expected online, periodic or warmup "
+           "(in sweep job schedule.name=hourly)")
