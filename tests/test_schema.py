@@ -12,7 +12,6 @@ from percli.data.longlamp import SOURCES
 from percli.data.retrieval import RETRIEVERS
 from percli.errors import ConfigError
 from percli.losses import LOSSES
-from percli.models import MODEL_SOURCES
 from percli.paths import conf_options
 from percli.preflight import compose_config
 from percli.schedule import SCHEDULES
@@ -58,7 +57,7 @@ def test_every_field_has_a_one_line_doc() -> None:
 
 @pytest.mark.parametrize(("key", "registry"), [
     ("loss.name", LOSSES), ("table.baseline_loss", LOSSES), ("schedule.name", SCHEDULES),
-    ("retriever.name", RETRIEVERS), ("data.source", SOURCES), ("model.source", MODEL_SOURCES)])
+    ("retriever.name", RETRIEVERS), ("data.source", SOURCES)])
 def test_name_choices_come_from_the_registries(key: str, registry: dict) -> None:
     assert SCHEMA[key].allowed() == tuple(registry) and registry
 

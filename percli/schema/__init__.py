@@ -8,9 +8,17 @@ relative to the group -> Field; nested keys are dotted, e.g. "lora.r") and optio
 rules that tie keys together. Keys absent from a command's config are skipped, so one schema serves every
 command.
 
-To add a config key: add its `Field` to the group's `FIELDS`, next to the YAML that sets it. That is the only
-edit; `tests/test_schema.py` fails for any leaf key of a composed config without a Field, and for any Field
-that no config sets. To add a config group: a new module here, listed in `_MODULES`.
+To add a config key, e.g. `train.save_every_minutes`: set it in conf/train/default.yaml and add one entry to
+`FIELDS` in percli/schema/train.py:
+
+    "save_every_minutes": Field(NUMBER, "also checkpoint every N minutes (null: off)", positive,
+                                "a positive number or null", nullable=True),
+
+That is the only schema edit: validation, its error line and `--help` follow. tests/test_schema.py fails for
+any leaf key of a composed config without a Field, and for any Field that no config sets.
+A key that names a registry entry takes `choices=REGISTRY` (its names) when the registry's module is light
+to import, or `choices=<function returning it>` when that module loads torch: `check_names` reads those last.
+To add a config group: a new module here, listed in `_MODULES`.
 """
 
 from __future__ import annotations
