@@ -13,7 +13,7 @@ from percli.schema import validate
 
 @pytest.mark.parametrize("command", list(COMMANDS))
 def test_every_command_composes_and_validates(command):
-    cfg = composed(command)
+    cfg = command_config(command)
     assert cfg.command == command
     validate(cfg)
 
