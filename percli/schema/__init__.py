@@ -98,7 +98,7 @@ def _present(cfg: DictConfig) -> Iterator[tuple[str, Field, object]]:
 def _is_missing(cfg: DictConfig, key: str) -> bool:
     parent, _, leaf = key.rpartition(".")
     node = OmegaConf.select(cfg, parent, default=None) if parent else cfg
-    return isinstance(node, DictConfig) and leaf in node and OmegaConf.is_missing(node, leaf)
+    return isinstance(node, DictConfig) and leaf in node.keys() and OmegaConf.is_missing(node, leaf)
 
 
 def leaf_keys(cfg: DictConfig, prefix: str = "") -> Iterator[str]:
