@@ -12,13 +12,13 @@ from percli.errors import ConfigError, DataError
 from percli.preflight import compose_config
 from percli.report.collect import collect, find_run_dirs
 from percli.report.select import select
+from percli.schema import validate
 from percli.table import build_table, run
 
 OK = {"status": "ok"}
 LOG = [{"step": 1, "loss": 3.0, "ce_loss": 2.5}, {"step": 2, "loss": 2.0, "ce_loss": 1.5}]
 IDS = ["e0", "e1", "e2", "e3"]
 USERS = ["u0", "u0", "u1", "u1"]
-from percli.schema import validate
 
 
 def make_run(run_dir: Path, command: str, *, model: str = "smollm2-135m", task: str = "review",
