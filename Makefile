@@ -6,7 +6,7 @@ PERCLI := $(VENV)/bin/percli
 STAMP := $(VENV)/.percli-setup
 SCALE ?= paper
 
-.PHONY: help setup test test-all lint demo bench reproduce-table clean
+.PHONY: help setup test test-all lint demo bench bench-peers reproduce-table clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -34,8 +34,11 @@ test-all: setup lint  ## the whole suite, slow tests included
 demo: setup  ## offline demo: smollm2-135m, synthetic data, CE vs PerCE, table + heatmap (~4 min on 2 cores)
 	$(PY) scripts/reproduce_table.py demo
 
-bench: setup  ## PerCE vs CE step time / memory, generation throughput -> results/bench.{json,md}
-	$(PY) scripts/bench.py
+bench: setup  ## PerCE vs CE step time / memory with CIs, generation speed-up -> results/bench.{json,md} (~10 min)
+	$(PY) -m scripts.bench --part core
+
+bench-peers: setup  ## percli vs TRL SFTTrainer and naive PerCE, scaling with r, long-prompt eval -> results/bench* (~40 min)
+	$(PY) -m scripts.bench --part peers
 
 reproduce-table: setup  ## the paper sweep (GPU) then `percli table`; SCALE=demo runs it offline; ARGS=--dry-run prints it
 	$(PY) scripts/reproduce_table.py $(SCALE) $(ARGS)

@@ -1,0 +1,74 @@
+"""The benchmark's statistics and its equal-work guarantees: a peer row must train on the same tokens and
+weights as percli (first-step losses equal to 1e-5), and ratios come from alternated pairs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from scripts.bench import subject
+from scripts.bench.data import profile_words_for, write_review_data
+from scripts.bench.naive import perce_vs_naive
+from scripts.bench.stats import Timing, interleaved, ratio_ci
+
+QUICK = {"time_cap_s": 0.0, "min_pairs": 2}  # stop after the first two pairs: these tests check work, not speed
+
+
+def test_ratio_ci_is_a_t_interval_on_log_ratios():
+    # logs +0.1 and -0.1: mean 0, sd 0.1*sqrt(2), n 2, t(0.975, 1) = 12.7062 -> half-width 12.7062 * 0.1 = 1.27062
+    ratio, lo, hi = ratio_ci([math.exp(0.1), math.exp(-0.1)])
+    assert ratio == pytest.approx(1.0)
+    assert lo == pytest.approx(math.exp(-1.270620), rel=1e-5)
+    assert hi == pytest.approx(math.exp(1.270620), rel=1e-5)
+
+
+def test_interleaved_swaps_the_order_every_pair_and_stops_on_the_ci():
+    calls = []
+
+    def side(name: str, cpu: float):
+        def measure() -> Timing:
+            calls.append(name)
+            return Timing(wall_s=3 * cpu, cpu_s=cpu)
+        return measure
+
+    res = interleaved(side("a", 2.0), side("b", 1.0), "test", half_width=0.03, time_cap_s=1e9, min_pairs=4)
+    assert calls == ["a", "b", "b", "a", "a", "b", "b", "a"]
+    assert res["stopped"] == "ci" and res["cpu"]["pairs"] == 4
+    assert res["cpu"]["ratio"] == pytest.approx(2.0) and res["cpu"]["ci"] == pytest.approx([2.0, 2.0])
+
+
+def test_check_same_work_refuses_different_first_losses():
+    subject.check_same_work(2.5, 2.5 + 5e-6, "x")
+    with pytest.raises(RuntimeError, match="first-step loss 2.5 .* differs"):
+        subject.check_same_work(2.5, 2.5002, "x")
+
+
+def test_profile_words_for_hits_the_profile_free_share(tmp_path):
+    words = profile_words_for(0.3, tmp_path / "cal", response_words=20, model="tiny")
+    data = write_review_data(tmp_path / "d", profile_item_words=words, response_words=20)
+    assert subject.shape(subject.encode(subject.bench_cfg(data, model="tiny"))[0])["r"] == pytest.approx(0.3, abs=0.02)
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    return write_review_data(tmp_path_factory.mktemp("bench") / "d", profile_item_words=20, response_words=30)
+
+
+def test_trl_peer_trains_on_the_same_work_as_percli_ce(small_data, tmp_path):
+    pytest.importorskip("trl", reason="the `bench` extra (in `dev`)")
+    from scripts.bench.peer import ce_vs_trl
+
+    res = ce_vs_trl(small_data, tmp_path, model="tiny", **QUICK)
+    # A random-init 151,669-token model: the first loss is near ln(151669) = 11.93.
+    assert res["percli_first_loss"] == pytest.approx(math.log(151669), abs=0.2)
+    assert abs(res["percli_first_loss"] - res["peer_first_loss"]) <= 1e-5
+    assert res["shape"]["response"] > 20 and res["cpu"]["pairs"] == 2
+
+
+def test_naive_perce_trains_on_the_same_work_as_percli_perce(small_data, tmp_path):
+    res = perce_vs_naive(small_data, tmp_path, model="tiny", max_response_tokens=24, **QUICK)
+    assert res["shape"]["response"] == 24 and res["vocab"] == 151669
+    # PIR of a random model is about 0, so every weight is clipped up to min_weight 0.8: loss = 0.8 x CE.
+    assert res["percli_first_loss"] == pytest.approx(0.8 * math.log(151669), abs=0.2)
+    assert abs(res["percli_first_loss"] - res["naive_first_loss"]) <= 1e-5
