@@ -109,8 +109,10 @@ def peers(work: Path, args, save) -> dict:
                 save({"perce_vs_naive": rows})
         save(naive_summary(rows))
     if "scaling" in args.sections:
-        points = overhead.scaling(work / "scaling", SCALING_RS, response_words=SCALING_RESPONSE_WORDS, **rule)
-        save({"scaling": points, "scaling_ci": [p["ci"] for p in points]})
+        points: list[dict] = []
+        for r in sorted(SCALING_RS, reverse=True):  # the short sequences (large r) first
+            points.append(overhead.scaling_point(work / "scaling", r, response_words=SCALING_RESPONSE_WORDS, **rule))
+            save({"scaling": points, "scaling_ci": [p["ci"] for p in points]})
     if "logprob" in args.sections:
         series = []
         for model, tokens in (("tiny", 1024), ("tiny", 2048), ("tiny", 4096), ("smollm2-135m", 1024),

@@ -30,14 +30,11 @@ def perce_vs_ce(data_dir: Path, work: Path, *, model: str = "smollm2-135m", **ru
     return {**res, "r": shape["r"], "bound": bound(shape["r"]), "shape": shape}
 
 
-def scaling(work: Path, rs: tuple[float, ...], *, response_words: int, **rule) -> list[dict]:
-    """PerCE / CE at each target r, holding the query and response fixed and sizing the profile."""
-    points = []
-    for r in rs:
-        words = profile_words_for(r, work / "calibrate", response_words=response_words)
-        data = write_review_data(work / f"r{r}", profile_item_words=words, response_words=response_words)
-        res = perce_vs_ce(data, work / f"scaling-r{r}", **rule)
-        points.append({"r_target": r, "r": res["r"], "ratio": res["cpu"]["ratio"], "ci": res["cpu"]["ci"],
-                       "bound": res["bound"], "wall_ratio": res["wall"]["ratio"], "wall_ci": res["wall"]["ci"],
-                       "pairs": res["cpu"]["pairs"], "stopped": res["stopped"], "shape": res["shape"]})
-    return points
+def scaling_point(work: Path, r: float, *, response_words: int, **rule) -> dict:
+    """PerCE / CE at target r, holding the query and response fixed and sizing the profile."""
+    words = profile_words_for(r, work / "calibrate", response_words=response_words)
+    data = write_review_data(work / f"r{r}", profile_item_words=words, response_words=response_words)
+    res = perce_vs_ce(data, work / f"scaling-r{r}", **rule)
+    return {"r_target": r, "r": res["r"], "ratio": res["cpu"]["ratio"], "ci": res["cpu"]["ci"], "bound": res["bound"],
+            "wall_ratio": res["wall"]["ratio"], "wall_ci": res["wall"]["ci"], "pairs": res["cpu"]["pairs"],
+            "stopped": res["stopped"], "shape": res["shape"], "cpu": res["cpu"], "wall": res["wall"]}
