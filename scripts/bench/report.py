@@ -33,13 +33,16 @@ def table_rows(res: dict) -> list[str]:
         rows.append(_timed("PerCE / CE step time", s, f"<= 1 + r/3 + 0.05 = {s['bound'] + 0.05:.3f}",
                            s["cpu"]["ratio"] <= s["bound"] + 0.05,
                            f"r = {s['r']:.3f}; {s['cpu']['a_median']:.2f} s / {s['cpu']['b_median']:.2f} s CPU"))
+    if "pairs" in res.get("memory", {}):
         m = res["memory"]
         rows.append(_row("PerCE / CE peak memory", m["ratio"], m["ci"], "-", "<= 1.10", m["ratio"] <= 1.10,
                          f"{m['a_median']:.0f} MB / {m['b_median']:.0f} MB, {m['pairs']} fresh-process pairs"))
+    if "cpu" in res.get("generation", {}):
         g = res["generation"]
         rows.append(_timed("batched / batch-1 generation, short prompts", g, ">= 4x", g["gen_batch_speedup"] >= 4,
                            f"{g['batched_tokens_per_s_cpu']:.1f} vs {g['batch_1_tokens_per_s_cpu']:.1f} tok/s (CPU), "
                            f"batch {g['batch_size']}, {g['prompt_tokens_mean']:.0f}-token prompts"))
+    if "pairs" in res.get("contrast_memory", {}):
         c = res["contrast_memory"]
         rows.append(_row(f"lean / naive contrast log-prob memory, V={c['vocab']:,}, T={c['tokens']}", c["ratio"],
                          c["ci"], "-", "lean < 1/4 of the full fp32 logits",
