@@ -120,17 +120,20 @@ def scaling_png(res: dict, path: Path) -> None:
     ax.set_ylabel("step-time ratio")
     ax.set_title("PerCE overhead vs profile-free share")
     ax.legend(fontsize=8)
-    for c, style in (("lean", "o-"), ("naive", "s--")):
-        for vocab in sorted({m["vocab"] for m in res.get("logprob_memory", [])}):
-            ms = sorted((m for m in res["logprob_memory"] if m["vocab"] == vocab), key=lambda m: m["tokens"])
-            key = "a_median" if c == "lean" else "b_median"
+    series = res.get("logprob_memory", []) + ([res["contrast_memory"]] if "pairs" in res.get("contrast_memory", {}) else [])
+    for c, key, style in (("lean", "a_median", "o-"), ("naive", "b_median", "s--")):
+        for vocab in sorted({m["vocab"] for m in series}):
+            ms = sorted((m for m in series if m["vocab"] == vocab), key=lambda m: m["tokens"])
             bx.plot([m["tokens"] * vocab for m in ms], [m[key] for m in ms], style, label=f"{c}, V={vocab:,}")
+    if not series:
+        bx.text(0.5, 0.5, "not measured in this run", ha="center", va="center", transform=bx.transAxes)
+    else:
+        bx.legend(fontsize=8)
     bx.set_xscale("log")
     bx.set_yscale("log")
     bx.set_xlabel("T x V (scored tokens x vocabulary)")
     bx.set_ylabel("peak memory above baseline (MB)")
     bx.set_title("response log-prob memory (no grad)")
-    bx.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.png")
