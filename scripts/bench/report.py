@@ -97,7 +97,8 @@ def markdown(res: dict) -> str:
         f"(tiny Qwen3). Runs: {runs}.", "",
         "Ratios are percli / other. Timed ratios: geometric mean of interleaved pairs (order swapped every pair) "
         "on CPU time (`time.process_time`), which the goals use, with a Student-t 95% CI; the wall-time ratio is "
-        "beside it. Memory: peak RSS above the post-setup RSS, each side in fresh processes, alternated.", "",
+        "beside it. Memory: peak RSS above the post-setup RSS, each side in fresh processes, alternated. "
+        "`met` judges the point estimate: where the CI crosses the goal, the goal is not established either way.", "",
         "| measure | ratio | 95% CI | wall ratio | goal | met | detail |",
         "|---|---|---|---|---|---|---|",
         *table_rows(res), "",
