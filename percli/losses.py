@@ -1,6 +1,6 @@
-"""Token weights for `loss=ce|perce|lossce|entce` and the weighted CE with global token normalisation.
+"""Token weights for `loss=ce|perce|longce|lossce|entce` and the weighted CE with global token normalisation.
 
-All four losses share one form, so they differ only in the weights:
+All five losses share one form, so they differ only in the weights:
 
     L = -(1/N) * sum_t w_t * log P(y_t | p, x, y<t)
 
@@ -10,6 +10,9 @@ loss.max_weight, defaults 0.8 / 5.0):
 
 - ce:     w_t = 1                                                  (plain token-mean CE)
 - perce:  w_t = clip(PIR_t, min, max),  PIR_t = log P(y_t|p,x,y<t) - log P(y_t|x,y<t)   (the paper)
+- longce: w_t = clip(exp(PIR_t), min, max), conf/loss/longce.yaml sets min 0 (no floor), max 5: the
+          probability ratio P(y_t|p,x,y<t) / P(y_t|x,y<t) capped at 5, LongCE's weight (the same
+          authors' earlier method, with the long context in the place of the profile)
 - lossce: w_t = clip(l_t / mean_e(l), min, max),  l_t = -log P(y_t|p,x,y<t) (detached token NLL,
           Rho-1 style: hard tokens weigh more)
 - entce:  w_t = clip(H_t / mean_e(H), min, max),  H_t = predictive entropy (nats) of P(. | p,x,y<t), detached
@@ -102,6 +105,13 @@ def _perce(*, logp_full: Tensor, logp_free: Tensor | None, entropy: Tensor | Non
     return logp_full.detach().float() - logp_free.detach().float()
 
 
+@register_loss("longce", "LongCE", needs_free=True)
+def _longce(*, logp_full: Tensor, logp_free: Tensor | None, entropy: Tensor | None, row: Tensor) -> Tensor:
+    if logp_free is None:
+        raise ValueError("loss=longce needs logp_free (the profile-free pass)")
+    return (logp_full.detach().float() - logp_free.detach().float()).exp()
+
+
 @register_loss("lossce", "LossCE")
 def _lossce(*, logp_full: Tensor, logp_free: Tensor | None, entropy: Tensor | None, row: Tensor) -> Tensor:
     return _normalised(-logp_full.detach().float(), row)
@@ -116,7 +126,8 @@ def _entce(*, logp_full: Tensor, logp_free: Tensor | None, entropy: Tensor | Non
 
 def raw_scores(name: str, *, logp_full: Tensor, logp_free: Tensor | None = None,
                entropy: Tensor | None = None, row: Tensor) -> Tensor | None:
-    """The detached score before clipping (PIR for perce, normalised NLL / entropy); None for ce."""
+    """The detached score before clipping (PIR for perce, exp(PIR) for longce, normalised NLL / entropy);
+    None for ce."""
     return get_loss(name).score(logp_full=logp_full, logp_free=logp_free, entropy=entropy, row=row)
 
 

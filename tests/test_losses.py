@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 from perce_util import collate, make_pairs, small_lm
 
 from percli.distributed import global_token_count, merge_stats
@@ -33,6 +35,20 @@ def test_perce_weighted_loss_hand_computed():
     assert weighted_nll(LOGP_FULL, w, 5).item() == pytest.approx(1.54, abs=1e-6)
     # N is the global token count, not the sum of weights: another micro-batch of 5 halves it
     assert weighted_nll(LOGP_FULL, w, 10).item() == pytest.approx(0.77, abs=1e-6)
+
+
+def test_longce_ratio_weight_hand_computed_with_no_floor():
+    conf = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "loss" / "longce.yaml")
+    assert (conf.name, conf.min_weight, conf.max_weight) == ("longce", 0.0, 5.0)
+    w = token_weights("longce", logp_full=LOGP_FULL, logp_free=LOGP_FREE, row=ROW,
+                      min_weight=conf.min_weight, max_weight=conf.max_weight)
+    # exp(PIR) = [e, 1/e, e^5.5 = 244.7 -> capped at 5, e^0.5, 1]: below 1 stays below 1 (no 0.8 floor)
+    torch.testing.assert_close(w, torch.tensor([2.7182818, 0.3678794, 5.0, 1.6487213, 1.0]))
+    # (2.7182818*1 + 0.3678794*2 + 5*0.5 + 1.6487213*3 + 1*0.25) / 5 = 11.1502045 / 5
+    assert weighted_nll(LOGP_FULL, w, 5).item() == pytest.approx(2.2300409, abs=1e-6)
+    assert Schedule("longce", 0.0, 5.0).needs_free_pass(0) and not Schedule("lossce", 0.8, 5.0).needs_free_pass(0)
+    with pytest.raises(ValueError, match="loss=longce needs logp_free"):
+        raw_scores("longce", logp_full=LOGP_FULL, row=ROW)
 
 
 def test_lossce_and_entce_hand_computed():

@@ -134,7 +134,9 @@ def _synthetic_records(cfg: DictConfig, split: str) -> Records:
         raise DataError(f"split={split!r} is not a synthetic split; choose one of: {', '.join(SYNTHETIC_SPLITS)}")
     d = cfg.data
     recs = generate(cfg.task.name, split, num_users=d.num_users, examples_per_user=d.examples_per_user,
-                    profile_size=d.profile_size, seed=d.seed)
+                    profile_size=d.profile_size, seed=d.seed, setting=cfg.task.setting,
+                    val_users=d.get("val_users"), test_users=d.get("test_users"),
+                    eval_examples_per_user=d.get("eval_examples_per_user"))
     truth = {r.id: r.truth() for r in recs}
     return list(enumerate((r.record for r in recs), 1)), f"synthetic:{cfg.task.name}:{split}", truth
 
