@@ -34,13 +34,25 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from percli.io import atomic_write_jsonl  # noqa: E402
+from percli.scores import align, clusters_of, metric_matrix, read_scores  # noqa: E402
+
+from percli import statistics  # noqa: E402
+from percli.io import atomic_write_jsonl, atomic_write_text  # noqa: E402
 
 LRS = ("5e-5", "1e-4", "2e-4")
 SEEDS = (0, 1, 2)
 GRID_LOSSES = ("ce", "perce")
 SELECT_METRIC = "meteor"
 KEPT = ("config.yaml", "metrics.json", "scores.jsonl", "train_log.jsonl")
+METRICS = ("rouge1", "rouge2", "rougeL", "rougeLsum", "meteor", "planted_recall")
+SYSTEMS = {"ce": "CE", "perce": "PerCE", "ce-scaled": "CE at lr x w", "longce": "LongCE"}
+# (baseline, other, the question the delta answers)
+COMPARISONS = (
+    ("ce", "perce", "does PerCE beat CE (each at its own val-selected lr)?"),
+    ("ce-scaled", "perce", "is it more than the step size? CE at PerCE's lr x PerCE's mean weight"),
+    ("ce", "longce", "does the floor-free ratio weight (LongCE) beat CE?"),
+    ("ce", "ce-scaled", "does CE itself change at PerCE's effective step size?"),
+)
 
 
 class Study:
@@ -155,8 +167,206 @@ class Study:
             self.drop_checkpoints([name])
 
 
+    def test_run(self, system: str, seed: int) -> str | None:
+        """results/ name of `system`'s test run for `seed`, or None while it is not done."""
+        if system in GRID_LOSSES:
+            lr = self.selected_lr(system, seed)
+            name = None if lr is None else f"{run_name(system, lr, seed)}_test"
+        else:
+            lr = self.selected_lr("perce", seed)
+            pattern = f"ce-scaled_lr*_s{seed}_test" if system == "ce-scaled" else f"longce_lr{lr}_s{seed}_test"
+            found = sorted(p.name for p in self.results.glob(pattern)) if lr is not None else []
+            name = found[0] if found else None
+        return name if name is not None and self.done(name) else None
+
+
 def run_name(loss: str, lr: str, seed: int) -> str:
     return f"{loss}_lr{lr}_s{seed}"
+
+# ------------------------------------------------------------------------------------------------ report
+def pooled(study: Study, base: str, other: str) -> tuple[list[int], dict[str, statistics.Delta]]:
+    """Seeds where both systems have a test run, and per metric the delta pooled over them."""
+    seeds = [s for s in SEEDS if study.test_run(base, s) and study.test_run(other, s)]
+    if not seeds:
+        return [], {}
+    runs = [read_scores(study.results / study.test_run(sys_, s)) for sys_ in (base, other) for s in seeds]
+    _, positions = align(runs, [f"{sys_}_s{s}" for sys_ in (base, other) for s in seeds])
+    clusters = clusters_of(runs, positions)
+    out = {}
+    for metric in METRICS:
+        m = metric_matrix(runs, positions, metric)
+        if m is not None:
+            out[metric] = statistics.pooled_delta(m[:len(seeds)], m[len(seeds):], clusters)
+    return seeds, out
+
+
+def _fmt(x: float) -> str:
+    return f"{x * 100:.2f}"
+
+
+def verdict(d: statistics.Delta | None) -> str:
+    if d is None:
+        return "not measured yet"
+    if d.ci_low > 0:
+        return f"yes: METEOR {statistics.format_delta(d)}, the 95% CI excludes 0"
+    if d.ci_high < 0:
+        return f"no, it is worse: METEOR {statistics.format_delta(d)}, the 95% CI excludes 0"
+    return (f"no detectable difference: METEOR {statistics.format_delta(d)}; the 95% CI includes 0 "
+            f"(this design resolves differences larger than about {max(-d.ci_low, d.ci_high) * 100:.1f} points)")
+
+
+def budget(study: Study) -> list[str]:
+    log = study.results / "study_log.jsonl"
+    rows = [json.loads(x) for x in log.read_text().splitlines()] if log.is_file() else []
+    if not rows:
+        return ["No run has finished yet."]
+    train = [r["seconds"] for r in rows if r["command"] == "train"]
+    evals = [r["seconds"] for r in rows if r["command"] == "eval"]
+    total = sum(r["seconds"] for r in rows)
+    lines = [f"Finished runs took {total / 60:.0f} min of wall time in all ({len(rows)} processes, "
+             f"{rows[0]['finished']} to {rows[-1]['finished']}, on a shared 2-core CPU)."]
+    if train:
+        lines.append(f"- train + val scoring: {len(train)} runs, mean {sum(train) / len(train):.0f} s "
+                     f"(min {min(train):.0f}, max {max(train):.0f})")
+    if evals:
+        lines.append(f"- test scoring: {len(evals)} runs, mean {sum(evals) / len(evals):.0f} s")
+    return lines
+
+
+def selection_table(study: Study) -> list[str]:
+    lines = ["| loss | seed | " + " | ".join(f"val METEOR, lr {lr}" for lr in LRS) + " | selected lr |",
+             "|---|---:|" + "---:|" * len(LRS) + "---|"]
+    for loss in GRID_LOSSES:
+        for seed in SEEDS:
+            cells = [_fmt(study.metrics(run_name(loss, lr, seed))["meteor"]) if study.done(run_name(loss, lr, seed))
+                     else "-" for lr in LRS]
+            best = study.selected_lr(loss, seed)
+            if best is not None:
+                cells[LRS.index(best)] = f"**{cells[LRS.index(best)]}**"
+            lines.append(f"| {SYSTEMS[loss]} | {seed} | " + " | ".join(cells) + f" | {best or 'pending'} |")
+    return lines
+
+
+def test_table(study: Study) -> list[str]:
+    lines = ["| system | seeds | lr per seed | " + " | ".join(METRICS) + " |", "|---|---:|---|" + "---:|" * len(METRICS)]
+    for system, label in SYSTEMS.items():
+        names = [(s, study.test_run(system, s)) for s in SEEDS]
+        names = [(s, n) for s, n in names if n]
+        if not names:
+            lines.append(f"| {label} | 0 | | " + " | ".join("-" for _ in METRICS) + " |")
+            continue
+        lrs = ", ".join(n.split("_lr")[1].split("_s")[0] for _, n in names)
+        cells = []
+        for metric in METRICS:
+            vals = [study.metrics(n).get(metric) for _, n in names]
+            vals = [v for v in vals if v is not None]
+            if not vals:
+                cells.append("-")
+                continue
+            mean = sum(vals) / len(vals)
+            sd = (sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5 if len(vals) > 1 else 0.0
+            cells.append(f"{_fmt(mean)} ({sd * 100:.2f})")
+        lines.append(f"| {label} | {len(names)} | {lrs} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def weight_table(study: Study) -> list[str]:
+    lines = ["| seed | PerCE lr | mean weight w | tokens at the 0.8 floor | at the 5.0 cap | mean PIR |",
+             "|---:|---|---:|---:|---:|---:|"]
+    for seed in SEEDS:
+        lr = study.selected_lr("perce", seed)
+        if lr is None:
+            continue
+        rows = [json.loads(x) for x in (study.results / run_name("perce", lr, seed) / "train_log.jsonl")
+                .read_text().splitlines()]
+        mean = {k: sum(r[k] for r in rows) / len(rows) for k in ("weight_mean", "clip_low", "clip_high", "pir_mean")}
+        lines.append(f"| {seed} | {lr} | {mean['weight_mean']:.3f} | {mean['clip_low']:.1%} | "
+                     f"{mean['clip_high']:.1%} | {mean['pir_mean']:.3f} |")
+    return lines
+
+
+def plot(results: dict[tuple[str, str], tuple[list[int], dict[str, statistics.Delta]]], path: Path) -> bool:
+    import matplotlib  # heavy and only needed for the picture
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [(k, v) for k, v in results.items() if v[1]]
+    if not shown:
+        return False
+    fig, axes = plt.subplots(1, len(shown), figsize=(3.6 * len(shown), 3.4), sharey=True, squeeze=False)
+    for ax, ((base, other), (seeds, deltas)) in zip(axes[0], shown):
+        names = [m for m in METRICS if m in deltas]
+        for y, m in enumerate(names):
+            d = deltas[m]
+            color = "tab:green" if d.ci_low > 0 else ("tab:red" if d.ci_high < 0 else "tab:gray")
+            ax.errorbar(d.delta * 100, y, xerr=[[(d.delta - d.ci_low) * 100], [(d.ci_high - d.delta) * 100]],
+                        fmt="o", color=color, capsize=3)
+        ax.axvline(0, color="black", lw=0.8)
+        ax.set_yticks(range(len(names)), names)
+        ax.set_title(f"{SYSTEMS[other]} - {SYSTEMS[base]}\n({len(seeds)} seed{'s' * (len(seeds) != 1)})", fontsize=9)
+        ax.set_xlabel("delta x100, 95% CI")
+    axes[0][0].invert_yaxis()
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+    return True
+
+
+def write_report(study: Study, out: Path, picture: Path) -> None:
+    planner = Study(study.results, study.work, True, study.overrides)
+    for seed in SEEDS:
+        planner.run_seed(seed)
+    results = {(b, o): pooled(study, b, o) for b, o, _ in COMPARISONS}
+    main_delta = results[("ce", "perce")][1].get("meteor")
+    drew = plot(results, picture)
+    lines = ["# Does PerCE beat CE here? The CE-vs-PerCE study", "",
+             f"**Answer so far: {verdict(main_delta)}.**", "",
+             f"Status: {'complete' if not planner.planned else 'INCOMPLETE'}. "
+             + ("Every planned run is done." if not planner.planned else
+                f"{len(planner.planned)} steps remain; `make study` continues where this stopped:"), ""]
+    lines += [f"- {n}" for n in planner.planned] + ([""] if planner.planned else [])
+    lines += ["## Deltas on the test split (pooled over seeds)", "",
+              "Each cell: mean(other) - mean(baseline) x100 over the 48 unseen test users, 95% CI of a two-level "
+              "paired bootstrap (seeds, then users; percli/statistics.py), relative change, * where the CI "
+              "excludes 0; p: two-sided sign-flip permutation test. Seed s of one system is paired with seed s "
+              "of the other.", "",
+              "| comparison | question | seeds | " + " | ".join(METRICS) + " | p (METEOR) |",
+              "|---|---|---:|" + "---:|" * len(METRICS) + "---:|"]
+    for base, other, question in COMPARISONS:
+        seeds, deltas = results[(base, other)]
+        cells = [statistics.format_delta(deltas[m]) if m in deltas else "-" for m in METRICS]
+        p = f"{deltas['meteor'].p_value:.3g}" if "meteor" in deltas else "-"
+        lines.append(f"| {SYSTEMS[other]} - {SYSTEMS[base]} | {question} | {len(seeds)} | " + " | ".join(cells)
+                     + f" | {p} |")
+    lines += ["", f"![deltas with 95% CIs]({picture.name})" if drew else "(no picture yet: no comparison done)", "",
+              "## Test scores (x100, mean (sd) over seeds)", "", *test_table(study), "",
+              "## Selection on val (per loss and seed: the lr with the best val METEOR; only it is scored on test)",
+              "", *selection_table(study), "",
+              "## PerCE's weights during training (selected runs; train_log.jsonl, mean over steps)", "",
+              *weight_table(study), "",
+              "## Design", "",
+              "- Model: SmolLM2-135M-Instruct (real pretrained weights, fp32, CPU), full fine-tuning, AdamW, cosine "
+              "schedule, no warm-up, grad-norm clip 1.0 (conf/experiment/study.yaml).",
+              "- Data: synthetic LongLaMP-schema product reviews with planted personal names, user setting: 48 train "
+              "users (1 item each), 24 val users, 48 test users, none of them seen in training; BM25 top-2 profile "
+              "items; prompts cut at 384 tokens, targets at 64 tokens.",
+              f"- Training: 1 epoch = 12 steps of batch 4. lr grid {', '.join(LRS)}; seeds {', '.join(map(str, SEEDS))} "
+              "(the seed sets the training order; the data are fixed).",
+              "- Selection: per (loss, seed), the lr with the best val METEOR; that run alone is scored on test.",
+              "- Controls, per seed, at PerCE's selected lr L: CE at lr L x w (w = PerCE's mean token weight in that "
+              "run) and LongCE (w_t = min(exp(PIR_t), 5), no floor) at lr L.",
+              "- Generation: greedy, 64 new tokens, batch 8. Metrics: ROUGE-1/2/L/Lsum and METEOR (HF evaluate "
+              "parity), planted recall (share of the user's planted names that the generation contains).", "",
+              "## Budget", "",
+              "Sized before running from the idle-machine timings in the README (about 10 s per optimizer step of "
+              "batch 4 at ~400 tokens, ~70 generated tokens/s at batch 8): 24 train runs x (12 steps + 24 val "
+              "generations) + 12 test scorings of 48 examples, about 75 min on an idle 2-core machine.", "",
+              *budget(study), ""]
+    atomic_write_text(out, "\n".join(lines))
+    print(f"percli study: wrote {out}" + (f" and {picture}" if drew else ""), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--results", default=str(REPO / "results" / "study"), help="finished runs' small outputs")
     p.add_argument("--work", default=str(REPO / "outputs" / "study"), help="run dirs with checkpoints")
+    p.add_argument("--report", default=str(REPO / "results" / "study.md"), help="the report (picture beside it)")
     p.add_argument("--dry-run", action="store_true", help="print the runs still to do, run nothing")
     p.add_argument("--report-only", action="store_true", help="only write results/study.md from finished runs")
     p.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=list(SEEDS),
@@ -181,7 +392,10 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(["percli study: to do"] + [f"  {n}" for n in study.planned] if study.planned
                         else ["percli study: every run is done"]))
         return 0
-    print(f"percli study: runs done in {time.monotonic() - start:.0f} s", flush=True)
+    if not args.report_only:
+        print(f"percli study: runs done in {time.monotonic() - start:.0f} s", flush=True)
+    report = Path(args.report).resolve()
+    write_report(study, report, report.with_name("study_deltas.png"))
     return 0
 
 
