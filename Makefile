@@ -6,7 +6,7 @@ PERCLI := $(VENV)/bin/percli
 STAMP := $(VENV)/.percli-setup
 SCALE ?= paper
 
-.PHONY: help setup test test-all lint demo bench bench-peers reproduce-table clean
+.PHONY: help setup test test-all lint demo study bench bench-peers reproduce-table clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ test-all: setup lint  ## the whole suite, slow tests included
 
 demo: setup  ## offline demo: smollm2-135m, synthetic data, CE vs PerCE, table + heatmap (~4 min on 2 cores)
 	$(PY) scripts/reproduce_table.py demo
+
+study: setup  ## does PerCE beat CE? SmolLM2-135M, unseen users, lr grid x 3 seeds + 2 controls -> results/study.md (resumable)
+	$(PY) scripts/study.py
 
 bench: setup  ## PerCE vs CE step time / memory with CIs, generation speed-up -> results/bench.{json,md} (~10 min)
 	$(PY) -m scripts.bench --part core
