@@ -12,7 +12,8 @@ in training, 12 steps of batch 4, greedy 64-token generation):
   ce-scaled: CE at lr L x w, w = the mean PerCE weight of that PerCE run (train_log.jsonl `weight_mean`),
     so CE gets the same average step size; a PerCE gain that survives it is not a learning-rate effect;
   longce: the LongCE-style ratio weight min(exp(PIR), 5), no floor (conf/loss/longce.yaml).
-Seed-major order: each seed's comparison is complete before the next seed starts.
+Seed-major order: each seed's comparison is complete before the next seed starts; within a seed, CE and PerCE
+alternate over the grid. Runners for disjoint seeds may run at once (`--seeds 0` and `--seeds 1`).
 
 Resumable: a finished run keeps only its small outputs (config.yaml, metrics.json, scores.jsonl,
 train_log.jsonl) in results/study/<run>/ and a rerun skips it. Checkpoints live in outputs/study/<run>/ until
@@ -37,7 +38,7 @@ sys.path.insert(0, str(REPO))
 from percli.scores import align, clusters_of, metric_matrix, read_scores  # noqa: E402
 
 from percli import statistics  # noqa: E402
-from percli.io import atomic_write_jsonl, atomic_write_text  # noqa: E402
+from percli.io import atomic_write_text  # noqa: E402
 
 LRS = ("5e-5", "1e-4", "2e-4")
 SEEDS = (0, 1, 2)
@@ -86,11 +87,11 @@ class Study:
         if code != 0:
             raise SystemExit(f"percli study: run {name} failed (exit {code}); its log is above, the run dir is "
                              f"{self.work / name}. Fix it and rerun: finished runs are kept.")
-        log = self.results / "study_log.jsonl"
-        rows = [json.loads(x) for x in log.read_text().splitlines()] if log.is_file() else []
-        rows.append({"run": name, "command": args[0], "seconds": round(seconds, 1),
-                     "finished": datetime.now(UTC).isoformat(timespec="seconds")})
-        atomic_write_jsonl(log, rows)
+        row = {"run": name, "command": args[0], "seconds": round(seconds, 1),
+               "finished": datetime.now(UTC).isoformat(timespec="seconds")}
+        # One short O_APPEND write: runners for different seeds (--seeds) may share the log.
+        with open(self.results / "study_log.jsonl", "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
 
     def _keep(self, name: str) -> None:
         """Copy the small outputs of work/<name> into results/<name> (whole or not at all)."""
@@ -146,9 +147,11 @@ class Study:
         return max(LRS, key=lambda lr: self.metrics(run_name(loss, lr, seed))[SELECT_METRIC])
 
     def run_seed(self, seed: int) -> None:
-        for loss in GRID_LOSSES:
-            for lr in LRS:
+        # lr-major: CE and PerCE at the same lr finish together, so a study stopped early still pairs them.
+        for lr in LRS:
+            for loss in GRID_LOSSES:
                 self.train(run_name(loss, lr, seed), loss, lr, seed)
+        for loss in GRID_LOSSES:
             best = self.selected_lr(loss, seed)
             if best is None:   # dry run: the grid is not scored yet
                 self.planned.append(f"{loss}_s{seed}: test run of the lr selected on val")

@@ -70,8 +70,8 @@ def test_a_rerun_plans_only_what_is_missing(study, tmp_path: Path) -> None:
     # seed 1's controls lack their checkpoints too: the plan retrains the control before its test run
     assert s.planned[:4] == ["ce-scaled_lr6e-05_s1", "ce-scaled_lr6e-05_s1_test", "longce_lr5e-5_s1",
                              "longce_lr5e-5_s1_test"]
-    assert s.planned[4:] == [*(study.run_name("ce", lr, 2) for lr in study.LRS), "ce_s2: test run of the lr selected on val",
-                             *(study.run_name("perce", lr, 2) for lr in study.LRS),
+    grid = [study.run_name(loss, lr, 2) for lr in study.LRS for loss in ("ce", "perce")]   # CE/PerCE pairs first
+    assert s.planned[4:] == [*grid, "ce_s2: test run of the lr selected on val",
                              "perce_s2: test run of the lr selected on val",
                              "controls of seed 2 (ce-scaled, longce at PerCE's selected lr)"]
 
