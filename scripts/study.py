@@ -123,7 +123,7 @@ class Study:
         out = f"{name}_test"
         if self.done(out):
             return
-        if not self._checkpoint(name).is_dir():
+        if not self._checkpoint(name).is_dir() and name not in self.planned:   # planned: a dry run trains it
             self.train(name, loss, lr, seed, evaluate=False)
         self.planned.append(out)
         if self.dry_run:
