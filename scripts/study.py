@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -87,8 +88,10 @@ class Study:
         if code != 0:
             raise SystemExit(f"percli study: run {name} failed (exit {code}); its log is above, the run dir is "
                              f"{self.work / name}. Fix it and rerun: finished runs are kept.")
+        # The machine's state beside the time: a shared machine's load explains a slow run.
         row = {"run": name, "command": args[0], "seconds": round(seconds, 1),
-               "finished": datetime.now(UTC).isoformat(timespec="seconds")}
+               "finished": datetime.now(UTC).isoformat(timespec="seconds"), "load_avg_15min": os.getloadavg()[2],
+               "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
         # One short O_APPEND write: runners for different seeds (--seeds) may share the log.
         with open(self.results / "study_log.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
