@@ -236,6 +236,10 @@ def budget(study: Study) -> list[str]:
                      f"(min {min(train):.0f}, max {max(train):.0f})")
     if evals:
         lines.append(f"- test scoring: {len(evals)} runs, mean {sum(evals) / len(evals):.0f} s")
+    loads = [r["load_avg_15min"] for r in rows if r.get("load_avg_15min") is not None]
+    if loads:
+        lines.append(f"- 15-min load average when runs ended: {min(loads):.1f} to {max(loads):.1f} on 2 cores "
+                     f"(an idle machine reads about 1)")
     return lines
 
 
