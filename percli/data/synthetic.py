@@ -14,8 +14,8 @@ PIR (SmolLM2-135M review AUC 0.725 under the control). Rare real nouns (0.70), o
 first names after "my sister" (0.68) failed the same way (48-example probes). Full names where a name is due
 bring the control to 0.50 (review, 96 examples) while the own-profile AUC stays at 0.90. Given names and
 surnames are dealt from two pools, so no two of the first 24 users share a given name or a surname, and
-no full name is given twice. The official prompt lower-cases profile text (Contriever's tokenizer round trip), so the model has
-to copy "ethan brooks" into "Ethan Brooks".
+no full name is given twice. The official prompt lower-cases profile text (Contriever's tokenizer round
+trip), so the model has to copy "ethan brooks" into "Ethan Brooks".
 
 Generic sentences come from a combinatorial grammar with many templates (percli/data/synthetic_text.py), so
 a target never repeats a profile sentence verbatim: the profile helps on the planted names, not on the filler.
@@ -24,8 +24,9 @@ Measured AUCs are in the README ("PerContrast on real weights").
 The two LongLaMP settings (`task.setting`):
 - user (default): val and test belong to users never seen in training. Users 0..U-1 train
   (`examples_per_user` items each), the next `val_users` users are val, the next `test_users` test
-  (`eval_examples_per_user` items each). Memorising a training user's names cannot help on test: only
-  reading the profile can.
+  (`eval_examples_per_user` items each). A test user's full names never occur in training (given names
+  and surnames recur in other pairings beyond 24 users), so memorising training users' names cannot
+  produce them: only reading the profile can.
 - temporal: every split has the same U users; a user's items are numbered in time order, train items first,
   then val, then test (the ids carry the item number), so val and test are each user's later items.
 The train split is the same in both settings, and the same as before the settings existed.
