@@ -24,9 +24,17 @@ FIELDS: dict[str, Field] = {
                           positive, "a positive integer or null", nullable=True),
     "seed": Field(int, "seed of the synthetic generator and of max_examples subsampling",
                   non_negative, "a non-negative integer"),
-    "num_users": Field(int, "synthetic: number of users", positive, "a positive integer"),
-    "examples_per_user": Field(int, "synthetic: train examples per user (test/val get half)",
-                               positive, "a positive integer"),
+    "num_users": Field(int, "synthetic: number of training users (temporal setting: of all splits)", positive,
+                       "a positive integer"),
+    "examples_per_user": Field(int, "synthetic: train examples per user", positive, "a positive integer"),
+    "val_users": Field(int, "synthetic, user setting: users of the val split, never seen in training (null: "
+                       "num_users)", positive, "a positive integer or null (= data.num_users)", nullable=True),
+    "test_users": Field(int, "synthetic, user setting: users of the test split, never seen in training (null: "
+                        "num_users)", positive, "a positive integer or null (= data.num_users)", nullable=True),
+    "eval_examples_per_user": Field(int, "synthetic: val/test examples per user (null: examples_per_user // 2, "
+                                    "at least 1)", positive,
+                                    "a positive integer or null (= max(1, data.examples_per_user // 2))",
+                                    nullable=True),
     "profile_size": Field(int, "synthetic: profile items per user", positive, "a positive integer"),
     "max_prompt_tokens": Field(int, "prompt budget: retrieved items are cut first, then the example is dropped",
                                positive, "a positive integer"),
