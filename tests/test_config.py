@@ -30,7 +30,7 @@ def test_option_names_users_rely_on():
     assert group_options("model") == ["llama3-8b", "qwen3-14b", "qwen3-4b", "smollm2-135m", "tiny"]
     assert group_options("task") == ["abstract", "review", "topic"]
     assert set(group_options("retriever")) >= {"bm25", "contriever", "random", "recency"}
-    assert group_options("loss") == ["ce", "entce", "lossce", "longce", "perce"]
+    assert group_options("loss") == ["ce", "entce", "longce", "lossce", "perce"]
     assert group_options("schedule") == ["online", "periodic", "warmup"]
     assert group_options("launcher") == ["ddp", "deepspeed", "local"]
     assert group_options("logger") == ["none", "wandb"]
