@@ -36,10 +36,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from percli.scores import align, clusters_of, metric_matrix, read_scores  # noqa: E402
-
 from percli import statistics  # noqa: E402
 from percli.io import atomic_write_text  # noqa: E402
+from percli.scores import align, clusters_of, metric_matrix, read_scores  # noqa: E402
 
 LRS = ("5e-5", "1e-4", "2e-4")
 SEEDS = (0, 1, 2)
