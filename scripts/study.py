@@ -370,9 +370,12 @@ def write_report(study: Study, out: Path, picture: Path) -> None:
               "- Generation: greedy, 64 new tokens, batch 8. Metrics: ROUGE-1/2/L/Lsum and METEOR (HF evaluate "
               "parity), planted recall (share of the user's planted names that the generation contains).", "",
               "## Budget", "",
-              "Sized before running from the idle-machine timings in the README (about 10 s per optimizer step of "
-              "batch 4 at ~400 tokens, ~70 generated tokens/s at batch 8): 24 train runs x (12 steps + 24 val "
-              "generations) + 12 test scorings of 48 examples, about 75 min on an idle 2-core machine.", "",
+              "Sized before running from the idle-machine timings in the README (`make demo`: about 10 s per "
+              "optimizer step of batch 4 at ~400 tokens; `make bench`: 67 generated tokens/s at batch 8; ~20 s "
+              "to start a process and load the model). Per train run: 12 steps x 10 s + 24 val generations x 64 "
+              "tokens / 67 tok/s + 20 s = ~165 s; 24 train runs = ~66 min. Per test scoring: 48 x 64 / 67 + 20 s "
+              "= ~66 s; 12 of them = ~13 min. Estimate: ~80 min on an idle 2-core machine, a little over the "
+              "75-min target (16 val users instead of 24 would meet it).", "",
               *budget(study), ""]
     atomic_write_text(out, "\n".join(lines))
     print(f"percli study: wrote {out}" + (f" and {picture}" if drew else ""), flush=True)
