@@ -84,16 +84,17 @@ class Study:
         code = subprocess.call(cmd, cwd=REPO)
         seconds = time.monotonic() - start
         print(f"  {name}: {seconds:.0f} s, exit {code}", flush=True)
-        if code != 0:
-            raise SystemExit(f"percli study: run {name} failed (exit {code}); its log is above, the run dir is "
-                             f"{self.work / name}. Fix it and rerun: finished runs are kept.")
-        # The machine's state beside the time: a shared machine's load explains a slow run.
-        row = {"run": name, "command": args[0], "seconds": round(seconds, 1),
+        # The machine's state beside the time: a shared machine's load explains a slow run. Failed runs are
+        # logged too: their time was spent (exit -9 is usually the kernel's out-of-memory killer).
+        row = {"run": name, "command": args[0], "seconds": round(seconds, 1), "exit": code,
                "finished": datetime.now(UTC).isoformat(timespec="seconds"), "load_avg_15min": os.getloadavg()[2],
                "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
         # One short O_APPEND write: runners for different seeds (--seeds) may share the log.
         with open(self.results / "study_log.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
+        if code != 0:
+            raise SystemExit(f"percli study: run {name} failed (exit {code}); its log is above, the run dir is "
+                             f"{self.work / name}. Fix it and rerun: finished runs are kept.")
 
     def _keep(self, name: str) -> None:
         """Copy the small outputs of work/<name> into results/<name> (whole or not at all)."""
@@ -225,11 +226,17 @@ def budget(study: Study) -> list[str]:
     rows = [json.loads(x) for x in log.read_text().splitlines()] if log.is_file() else []
     if not rows:
         return ["No run has finished yet."]
+    failed = [r for r in rows if r.get("exit", 0) != 0]
+    rows = [r for r in rows if r.get("exit", 0) == 0]
     train = [r["seconds"] for r in rows if r["command"] == "train"]
     evals = [r["seconds"] for r in rows if r["command"] == "eval"]
     total = sum(r["seconds"] for r in rows)
-    lines = [f"Finished runs took {total / 60:.0f} min of wall time in all ({len(rows)} processes, "
-             f"{rows[0]['finished']} to {rows[-1]['finished']}, on a shared 2-core CPU)."]
+    lines = [f"Finished runs took {total / 60:.0f} min of wall time in all ({len(rows)} processes"
+             + (f", {rows[0]['finished']} to {rows[-1]['finished']}" if rows else "") + ")."]
+    if failed:
+        lines.append(f"- lost: {len(failed)} run(s) killed before they finished, {sum(r['seconds'] for r in failed) / 60:.0f}"
+                     f" min of wall time (" + ", ".join(f"{r['run']} exit {r['exit']}" for r in failed)
+                     + "; exit -9: the out-of-memory killer of the shared machine); a rerun starts them again")
     if train:
         lines.append(f"- train + val scoring: {len(train)} runs, mean {sum(train) / len(train):.0f} s "
                      f"(min {min(train):.0f}, max {max(train):.0f})")
