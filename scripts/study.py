@@ -337,10 +337,15 @@ def write_report(study: Study, out: Path, picture: Path) -> None:
         planner.run_seed(seed)
     results = {(b, o): pooled(study, b, o) for b, o, _ in COMPARISONS}
     main_delta = results[("ce", "perce")][1].get("meteor")
+    finished = [p.name for p in study.results.iterdir() if (p / "metrics.json").is_file()]
+    done_test = sum(name.endswith("_test") for name in finished)
+    done_train = len(finished) - done_test
     drew = plot(results, picture)
     lines = ["# Does PerCE beat CE here? The CE-vs-PerCE study", "",
              f"**Answer so far: {verdict(main_delta)}.**", "",
-             f"Status: {'complete' if not planner.planned else 'INCOMPLETE'}. "
+             f"Status: {'complete' if not planner.planned else 'INCOMPLETE'}: {done_train} of "
+             f"{len(GRID_LOSSES) * len(LRS) * len(SEEDS) + 2 * len(SEEDS)} train runs (each scored on val) and "
+             f"{done_test} of {(len(GRID_LOSSES) + 2) * len(SEEDS)} test scorings are done. "
              + ("Every planned run is done." if not planner.planned else
                 f"{len(planner.planned)} steps remain; `make study` continues where this stopped:"), ""]
     lines += [f"- {n}" for n in planner.planned] + ([""] if planner.planned else [])
