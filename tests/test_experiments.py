@@ -21,8 +21,8 @@ TASKS = ("review", "abstract", "topic")
 PAPER = [f"paper_{m}_{t}" for m in MODELS for t in TASKS]
 
 
-def test_one_preset_per_paper_setting_plus_demo() -> None:
-    assert PRESETS == sorted([*PAPER, "demo"])
+def test_one_preset_per_paper_setting_plus_demo_and_study() -> None:
+    assert PRESETS == sorted([*PAPER, "demo", "study"])
 
 
 @pytest.mark.parametrize("name", PRESETS)
@@ -98,6 +98,16 @@ def test_every_cpu_preset_trains_and_evaluates_through_the_cli(cli, tmp_path: Pa
         assert [row["step"] for row in log] == [1, 2] and all(row["loss"] > 0 for row in log)
         metrics = json.loads((run / "metrics.json").read_text())
         assert metrics["num_examples"] == 1 and metrics["model"] == preset.model.name
+
+
+def test_demo_and_study_test_on_users_never_seen_in_training() -> None:
+    for name, sizes in (("demo", (8, 16, 1)), ("study", (48, 48, 1))):
+        cfg = compose_config("train", [f"experiment={name}"])
+        assert cfg.task.setting == "user"
+        assert (cfg.data.num_users, cfg.data.test_users, cfg.data.eval_examples_per_user) == sizes
+    study = compose_config("train", ["experiment=study"])
+    assert (study.data.val_users, study.eval.split, study.eval.do_sample, study.eval.max_new_tokens) == (
+        24, "val", False, 64)
 
 
 def test_cli_prints_composed_preset(cli, tmp_path: Path) -> None:
