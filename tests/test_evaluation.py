@@ -93,12 +93,13 @@ def test_cli_tiny_generates_and_scores(cli, tmp_path: Path):
     assert (gen["backend"], gen["batch_size"], gen["max_new_tokens"], gen["prompts"]) == ("hf", 2, 4, 2)
     assert 2 <= gen["new_tokens"] <= 8 and gen["tokens_per_s"] > 0
     rows = _lines(run_dir / "predictions.jsonl")
-    assert [r["id"] for r in rows] == ["review-test-u000-0", "review-test-u001-0"]
+    # user setting: users 0-1 train, 2-3 val, 4-5 test
+    assert [r["id"] for r in rows] == ["review-test-u004-0", "review-test-u005-0"]
     assert all(set(r) == {"id", "user_id", "prediction", "reference", "planted_words"} and len(r["planted_words"]) == 3
                for r in rows)
     scores = _lines(run_dir / "scores.jsonl")
     assert [(s["id"], s["user_id"]) for s in scores] == [(r["id"], r["user_id"]) for r in rows]
-    assert [r["user_id"] for r in rows] == ["AG1Q0S77ELPVD", "AFPX39DP3MNWJ"]
+    assert [r["user_id"] for r in rows] == ["AL0FR1BUMHQ4F", "AXF49W7EMXKVU"]
     assert "percli: eval on 2 examples (mean): rouge1" in proc.stdout
 
 
