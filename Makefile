@@ -6,7 +6,7 @@ PERCLI := $(VENV)/bin/percli
 STAMP := $(VENV)/.percli-setup
 SCALE ?= paper
 
-.PHONY: help setup test test-all lint demo study bench bench-peers reproduce-table clean
+.PHONY: help setup test test-all lint demo study bench bench-peers gpu-check reproduce-table clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -42,6 +42,9 @@ bench: setup  ## PerCE vs CE step time / memory with CIs, generation speed-up ->
 
 bench-peers: setup  ## percli vs TRL SFTTrainer and naive PerCE, scaling with r, long-prompt eval -> results/bench* (~40 min)
 	$(PY) -m scripts.bench --part peers
+
+gpu-check: setup  ## the GPU path on this machine (bf16 CE/PerCE via local, DeepSpeed ZeRO-2/3, DDP; generation; vLLM) -> results/gpu_check.{json,md}
+	$(PY) scripts/gpu_check.py
 
 reproduce-table: setup  ## the paper sweep (GPU) then `percli table`; SCALE=demo runs it offline; ARGS=--dry-run prints it
 	$(PY) scripts/reproduce_table.py $(SCALE) $(ARGS)

@@ -6,7 +6,8 @@ Layout of a run dir:
         (accelerate's save_state: model weights, optimizer, RNG states of every process;
          under DeepSpeed the engine's own sharded checkpoint)
         trainer_state.json  step, world size, bad-step counter, W&B run id, config fingerprint
-        schedule.pt         the PerCE schedule's state (e.g. periodic cached weights)
+        schedule.safetensors the PerCE schedule's state (e.g. periodic cached weights): tensors plus a
+                            JSON header, so resuming unpickles nothing from the run dir
         train_log.jsonl     the log rows up to step N, so a resumed run's log is the whole curve
     checkpoints/final/      plain HF checkpoint + tokenizer (AutoModelForCausalLM / vLLM)
 
@@ -25,7 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate.utils import DistributedType
 from omegaconf import DictConfig, OmegaConf
+from safetensors.torch import load_file, safe_open, save_file
 
 from percli.errors import ConfigError
 from percli.io import atomic_replace_dir, atomic_write_json, atomic_write_jsonl, read_jsonl
@@ -33,6 +36,7 @@ from percli.io import atomic_replace_dir, atomic_write_json, atomic_write_jsonl,
 CHECKPOINTS = "checkpoints"
 FINAL = "final"
 STATE_FILE = "trainer_state.json"
+SCHEDULE_FILE = "schedule.safetensors"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
 # Config keys whose change would change the loss curve: resuming across such a change is refused.
@@ -116,9 +120,12 @@ def check_compatible(saved: dict[str, Any], current: dict[str, Any], ckpt: Path)
     )
 
 
-def save_checkpoint(accelerator, run_dir: Path, step: int, trainer_state: dict[str, Any], schedule_state: dict,
+def save_checkpoint(accelerator, run_dir: Path, step: int, trainer_state: dict[str, Any], schedule,
                     log_rows: list[dict], keep_last: int) -> Path:
-    """Write checkpoints/step-N atomically (every process must call this) and prune to keep_last."""
+    """Write checkpoints/step-N atomically (every process must call this) and prune to keep_last.
+
+    `schedule` is any object with state_dict() / load_state_dict() whose state is a tree of dicts with
+    tensor, str, number, bool or None leaves."""
     root = checkpoints_dir(run_dir)
     final = root / f"step-{step}"
     tmp = root / f".tmp-step-{step}"
@@ -129,7 +136,7 @@ def save_checkpoint(accelerator, run_dir: Path, step: int, trainer_state: dict[s
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        torch.save(schedule_state, tmp / "schedule.pt")
+        save_state_tree(schedule.state_dict(), tmp / SCHEDULE_FILE)
         atomic_write_jsonl(tmp / "train_log.jsonl", log_rows)
         atomic_write_json(tmp / STATE_FILE, {**trainer_state, "step": step})  # written last: marks complete
         atomic_replace_dir(tmp, final)
@@ -151,13 +158,51 @@ def prune(run_dir: Path, keep_last: int) -> None:
             shutil.rmtree(p, ignore_errors=True)
 
 
-def load_checkpoint(accelerator, ckpt: Path) -> tuple[dict[str, Any], dict, list[dict]]:
-    """Restore model, optimizer and RNG states in place; return (trainer_state, schedule_state, log_rows)."""
+def load_checkpoint(accelerator, ckpt: Path, schedule) -> tuple[dict[str, Any], list[dict]]:
+    """Restore model, optimizer, RNG and schedule states in place; return (trainer_state, log_rows)."""
     state = json.loads((ckpt / STATE_FILE).read_text(encoding="utf-8"))
     accelerator.load_state(str(ckpt))
-    schedule_state = torch.load(ckpt / "schedule.pt", map_location="cpu", weights_only=False)
+    schedule.load_state_dict(load_state_tree(ckpt / SCHEDULE_FILE))
     rows = read_jsonl(ckpt / "train_log.jsonl") if (ckpt / "train_log.jsonl").is_file() else []
-    return state, schedule_state, rows
+    return state, rows
+
+
+# A state tree is stored as safetensors: tensors under their "/"-joined key path, every other leaf (and
+# every empty dict) in a JSON header entry. Loading it unpickles nothing from the run dir.
+_TREE_KEY = "percli_state_tree"
+
+
+def save_state_tree(tree: dict[str, Any], path: Path) -> None:
+    tensors: dict[str, torch.Tensor] = {}
+    plain: dict[str, Any] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict) and node:
+            for k, v in node.items():
+                if "/" in str(k):
+                    raise ValueError(f"state key {k!r} contains '/'")
+                walk(f"{prefix}/{k}" if prefix else str(k), v)
+        elif isinstance(node, torch.Tensor):
+            tensors[prefix] = node.detach().cpu().contiguous()
+        else:
+            plain[prefix] = node
+
+    walk("", tree)
+    save_file(tensors, str(path), metadata={_TREE_KEY: json.dumps(plain)})
+
+
+def load_state_tree(path: Path) -> dict[str, Any]:
+    """The tree `save_state_tree` wrote (dict keys come back as strings)."""
+    with safe_open(str(path), framework="pt") as f:
+        plain = json.loads(f.metadata()[_TREE_KEY])
+    tree: dict[str, Any] = {}
+    for key, value in [*plain.items(), *load_file(str(path)).items()]:
+        *parents, leaf = key.split("/")
+        node = tree
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return tree
 
 
 def read_trainer_state(ckpt: Path) -> dict[str, Any]:
@@ -169,8 +214,6 @@ def export_final(accelerator, scorer, tokenizer, cfg: DictConfig, run_dir: Path,
 
     LoRA: merged into the base weights (model.lora.merge=true) or saved as a PEFT adapter. Under ZeRO-3
     the sharded weights are gathered to the main process first. bf16 runs save bf16 weights."""
-    from accelerate.utils import DistributedType
-
     final = checkpoints_dir(run_dir) / FINAL
     zero3 = (accelerator.distributed_type == DistributedType.DEEPSPEED
              and accelerator.state.deepspeed_plugin.zero_stage == 3)

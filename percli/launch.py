@@ -12,15 +12,22 @@ as `--local_rank` cannot reach it, and every process trains on exactly the saved
 
 `launcher.num_processes` counts processes per machine; multi-node runs start the same command on every
 machine with its own `launcher.machine_rank` and the same `main_process_ip/port`. Every worker asserts
-the world size it expects (percli.train.make_accelerator). A worker's error reaches the user as the one
-line it raised, with the workers' exit code.
+the world size it expects (percli.training_setup.make_accelerator). A worker's error reaches the user as
+the one line it raised, with the workers' exit code.
 
-Preemption: SIGTERM / SIGUSR1 to this parent writes run_dir/.stop; the workers poll it at every step
-boundary, save a checkpoint and exit (workers also handle the signals themselves).
+Preemption: a stop signal (SIGTERM / SIGUSR1 / SIGUSR2, percli.signals) to this parent writes run_dir/.stop;
+the workers poll it at every step boundary, save a checkpoint and exit (workers also handle the signals
+themselves).
+
+DeepSpeed: gradients of the micro-batches accumulate in fp32 (`data_types.grad_accum_dtype`), as they do
+under DDP, whatever the model dtype; without it a bf16 run accumulates in bf16. Releases before 0.19.8
+apply a bf16 ZeRO-3 step whose gradient is not finite (ZeRO-1/2 before 0.17.1 too, for bf16 and fp32)
+instead of skipping it; `check_deepspeed_version` refuses them.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import signal
@@ -33,6 +40,7 @@ from typing import Any
 
 import torch
 from omegaconf import DictConfig
+from packaging.version import Version
 
 from percli import checkpoint as ckpt_lib
 from percli.device import precision
@@ -43,6 +51,9 @@ from percli.paths import CONF_DIR, REPO_ROOT
 from percli.signals import STOP_FILE, STOP_SIGNALS
 
 ERRORS_DIR = ".worker-errors"
+# The first release whose ZeRO-1/2 and ZeRO-3 both skip a bf16 step with a non-finite gradient
+# (ZeRO-1/2: 0.17.1, deepspeedai/DeepSpeed#6976; ZeRO-3: 0.19.8, which checks the gradient norm).
+DEEPSPEED_MIN = "0.19.8"
 
 
 class WorkerFailed(PercliError):
@@ -76,6 +87,17 @@ def check_launcher(cfg: DictConfig) -> None:
         if launcher.deepspeed_config and not Path(launcher.deepspeed_config).is_file():
             raise ConfigError(f"launcher.deepspeed_config={launcher.deepspeed_config} does not exist; "
                               "give the path of a DeepSpeed JSON file, or null for the zero2/zero3 template")
+        check_deepspeed_version()
+
+
+def check_deepspeed_version(installed: str | None = None) -> None:
+    """Refuse a DeepSpeed that may apply a non-finite update (and then save it) instead of skipping it."""
+    installed = installed or importlib.metadata.version("deepspeed")
+    if Version(installed) < Version(DEEPSPEED_MIN):
+        raise EnvironmentProblem(
+            f"launcher=deepspeed needs deepspeed>={DEEPSPEED_MIN} (installed: {installed}, whose ZeRO optimizer can "
+            f"apply a step with a non-finite bf16 gradient instead of skipping it); run: pip install "
+            f"'deepspeed>={DEEPSPEED_MIN}'")
 
 
 def check_resume(cfg: DictConfig, run_dir: Path) -> None:
@@ -106,6 +128,9 @@ def deepspeed_config(cfg: DictConfig) -> dict[str, Any]:
     ds["gradient_clipping"] = float(train.max_grad_norm) if train.max_grad_norm else 0.0
     ds["bf16"] = {"enabled": precision(cfg) == "bf16"}
     ds.pop("fp16", None)
+    # Accumulate micro-batch gradients in fp32 like DDP does, also when the user's own file says nothing:
+    # DeepSpeed's default is the model dtype, bf16 in a bf16 run.
+    ds.setdefault("data_types", {}).setdefault("grad_accum_dtype", "fp32")
     return ds
 
 
@@ -165,7 +190,7 @@ def launch(cfg: DictConfig, run_dir: Path, train: Callable[[DictConfig, Path], N
 
 
 def _run_forwarding_stop_signals(cmd: list[str], env: dict[str, str], run_dir: Path) -> int:
-    """Run the launcher; a SIGTERM/SIGUSR1 meanwhile asks the workers (via run_dir/.stop) to checkpoint."""
+    """Run the launcher; a stop signal meanwhile asks the workers (via run_dir/.stop) to checkpoint."""
     def request_stop(signum, _frame) -> None:
         atomic_write_text(run_dir / STOP_FILE, f"{signum}\n")
 

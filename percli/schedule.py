@@ -1,28 +1,37 @@
 """When the E-step (token weighting) runs: `schedule=online|periodic|warmup`.
 
 - online (the paper, default): weights from the current model at every step. For perce that is one extra
-  no-grad forward over the profile-free stream; logp_full is the training forward's own (detached).
+  no-grad forward over the profile-free stream; logp_full is the training forward's own (detached),
+  unless dropout is on (below).
 - periodic: every `schedule.every` optimizer steps, weights are recomputed for the whole train set with
   no grad and cached per example (`batch["index"]`); steps in between read the cache.
 - warmup: plain CE weights (w=1) for the first `schedule.warmup_steps` optimizer steps, then online.
 
-Interface for the training loop (percli/train.py), which needs nothing else from this module:
+Interface for the training loop (percli/trainer.py), which needs nothing else from this module:
 
     schedule = build_schedule(cfg)                 # reads cfg.loss and cfg.schedule
     for step in range(start_step, max_steps):      # step = optimizer steps completed so far
         schedule.maybe_refresh(step, scorer, lambda: train_loader_without_shuffle)   # periodic only
         for batch in micro_batches:
-            free = schedule.free_pass(step, scorer, batch)   # no-grad profile-free pass, or None
+            free = schedule.free_pass(step, scorer, batch)   # FreePass of no-grad scores, or None
             scores = scorer(batch["full_input_ids"], batch["full_attention_mask"], batch["full_labels"],
                             with_entropy=schedule.with_entropy)
             weights, stats = schedule.weights(step, scorer, batch, scores, free)   # weights: [N] detached
             loss = weighted_nll(scores.logp, weights, N) * world_size        # percli.losses
         log(merge_stats(all_micro_batch_stats))    # percli.distributed: pir_mean, weight_mean, clip_low, clip_high, tokens
-    checkpoint["schedule"] = schedule.state_dict()  # torch.save-able; schedule.load_state_dict(...) on resume
+    checkpoint["schedule"] = schedule.state_dict()  # tensors, str, numbers, None; load_state_dict(...) on resume
 
 `scorer` is the (prepared) `percli.scoring.TokenScorer`; a bare causal LM works too. `maybe_refresh` is a
-no-op except for periodic; it runs in the model's current mode (the same as the online contrast pass) and
-under no grad. Its `dataloader_factory()` must return an iterable of PairCollator batches already on the
+no-op except for periodic; it runs under no grad.
+
+Dropout: PIR is a difference of two log-probs of the same token, so both must come from the same
+network. When the model is stochastic in train mode (LoRA's `lora.dropout`, or a model with dropout),
+the E-step scores BOTH views under no grad with dropout off (`dropout_off`): `free_pass` then also
+scores the full stream (one more no-grad forward), and PIR uses that, not the training forward's
+dropout-masked log-probs. The training forward keeps its dropout. Without dropout the training forward's
+detached log-probs are already the dropout-free ones and nothing extra runs.
+
+`maybe_refresh`'s `dataloader_factory()` must return an iterable of PairCollator batches already on the
 model's device; sharded per rank or not, the caches are merged across ranks afterwards, and under
 ZeRO-3 every rank must run it (it does: it is called at the same step everywhere). Stats hold
 `pir_mean=None` where no PIR was computed (ce, lossce, entce, and warmup steps).
@@ -33,8 +42,9 @@ its `from_config(cfg)`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any
+import contextlib
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, NamedTuple
 
 import torch
 from omegaconf import DictConfig
@@ -45,6 +55,42 @@ from percli.distributed import gather_objects, is_main_process
 from percli.errors import ConfigError
 from percli.losses import clip_weights, get_loss, raw_scores, weight_stats
 from percli.scoring import TokenScores, check_aligned, score_stream
+
+
+class FreePass(NamedTuple):
+    """The E-step's no-grad scores: the profile-free view, and the full view when the training forward's
+    own scores carry dropout noise (both then scored with dropout off)."""
+
+    free: TokenScores
+    full: TokenScores | None = None
+
+
+def _stochastic(model: nn.Module) -> bool:
+    """Whether a forward in the model's current mode draws dropout masks (nn.Dropout or HF attention dropout)."""
+    return any(m.training and ((isinstance(m, nn.Dropout) and m.p > 0)
+                               or (isinstance(getattr(m, "attention_dropout", None), float) and m.attention_dropout > 0))
+               for m in model.modules())
+
+
+@contextlib.contextmanager
+def dropout_off(model: nn.Module) -> Iterator[bool]:
+    """Eval mode inside (each module's own mode restored after); yields whether dropout was on before."""
+    modules = list(model.modules())
+    modes = [m.training for m in modules]
+    stochastic = _stochastic(model)
+    if stochastic:
+        model.eval()
+    try:
+        yield stochastic
+    finally:
+        for m, mode in zip(modules, modes):
+            m.training = mode
+
+
+def _contrast_views(model: nn.Module, batch: dict[str, Any]) -> FreePass:
+    with torch.no_grad(), dropout_off(model) as stochastic:
+        free = score_stream(model, batch, "free")
+        return FreePass(free, score_stream(model, batch, "full") if stochastic else None)
 
 
 class Schedule:
@@ -75,16 +121,13 @@ class Schedule:
         """Whether `weights` at this step needs the profile-free stream's log-probs."""
         return self.needs_pir
 
-    def free_pass(self, step: int, model: nn.Module, batch: dict[str, Any]) -> TokenScores | None:
-        """The no-grad profile-free pass this step needs, or None. The loop runs it BEFORE the training
-        forward, so its activations are freed before the training graph is built (peak memory = CE's)."""
-        if not self.needs_free_pass(step):
-            return None
-        with torch.no_grad():
-            return score_stream(model, batch, "free")
+    def free_pass(self, step: int, model: nn.Module, batch: dict[str, Any]) -> FreePass | None:
+        """The no-grad pass(es) this step needs, or None. The loop runs them BEFORE the training forward, so
+        their activations are freed before the training graph is built (peak memory = CE's)."""
+        return _contrast_views(model, batch) if self.needs_free_pass(step) else None
 
     def weights(self, step: int, model: nn.Module, batch: dict[str, Any],
-                scores_full: TokenScores, free: TokenScores | None = None) -> tuple[Tensor, dict]:
+                scores_full: TokenScores, free: FreePass | None = None) -> tuple[Tensor, dict]:
         """Detached [N] weights aligned with `scores_full` and this micro-batch's stats. `free` is
         `free_pass(...)`'s result; without it the pass runs here."""
         return self._online(model, batch, scores_full, free)
@@ -97,16 +140,17 @@ class Schedule:
             raise ValueError(f"checkpoint has schedule={state.get('name')}, this run schedule={self.name}")
 
     def _online(self, model: nn.Module, batch: dict[str, Any], scores_full: TokenScores,
-                free: TokenScores | None = None) -> tuple[Tensor, dict]:
+                free: FreePass | None = None) -> tuple[Tensor, dict]:
         logp_free = pir = None
+        logp_full = scores_full.logp
         if self.needs_pir:
             if free is None:
-                with torch.no_grad():
-                    free = score_stream(model, batch, "free")
-            check_aligned(scores_full, free)
-            logp_free = free.logp
-            pir = scores_full.logp.detach() - logp_free
-        raw = raw_scores(self.loss, logp_full=scores_full.logp, logp_free=logp_free,
+                free = _contrast_views(model, batch)
+            full = free.full if free.full is not None else scores_full  # the dropout-free full view
+            check_aligned(full, free.free)
+            logp_full, logp_free = full.logp, free.free.logp
+            pir = logp_full.detach() - logp_free
+        raw = raw_scores(self.loss, logp_full=logp_full, logp_free=logp_free,
                          entropy=scores_full.entropy, row=scores_full.row)
         w = clip_weights(raw, scores_full.logp, self.min_weight, self.max_weight)
         return w, weight_stats(w, raw=raw, pir=pir, min_weight=self.min_weight, max_weight=self.max_weight)
@@ -133,7 +177,7 @@ class WarmupSchedule(Schedule):
         return step >= self.warmup_steps and super().needs_free_pass(step)
 
     def weights(self, step: int, model: nn.Module, batch: dict[str, Any],
-                scores_full: TokenScores, free: TokenScores | None = None) -> tuple[Tensor, dict]:
+                scores_full: TokenScores, free: FreePass | None = None) -> tuple[Tensor, dict]:
         if step < self.warmup_steps:
             return self._uniform(scores_full)
         return self._online(model, batch, scores_full, free)
@@ -162,7 +206,7 @@ class PeriodicSchedule(Schedule):
         if not self.due(step):
             return False
         cache: dict[int, dict[str, Tensor | None]] = {}
-        with torch.no_grad():
+        with torch.no_grad(), dropout_off(model):
             for batch in tqdm(dataloader_factory(), desc=f"E-step refresh @ step {step}", disable=not is_main_process(),
                               leave=False):
                 full = score_stream(model, batch, "full", with_entropy=self.with_entropy)
@@ -183,7 +227,7 @@ class PeriodicSchedule(Schedule):
         return False  # the cache holds the weights; refreshes run their own passes
 
     def weights(self, step: int, model: nn.Module, batch: dict[str, Any],
-                scores_full: TokenScores, free: TokenScores | None = None) -> tuple[Tensor, dict]:
+                scores_full: TokenScores, free: FreePass | None = None) -> tuple[Tensor, dict]:
         if self.loss == "ce":
             return self._uniform(scores_full)
         if self.last_refresh is None:

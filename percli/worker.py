@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from percli.errors import PercliError
 from percli.launch import record_worker_error
 from percli.log import log
-from percli.train import train
+from percli.trainer import train
 
 
 def main(argv: list[str] | None = None) -> None:

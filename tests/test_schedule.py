@@ -6,6 +6,7 @@ import pytest
 import torch
 from perce_util import collate, make_pairs, small_lm
 
+from percli.checkpoint import load_state_tree, save_state_tree
 from percli.preflight import compose_config
 from percli.schedule import PeriodicSchedule, Schedule, WarmupSchedule, build_schedule
 from percli.scoring import TokenScorer, contrast_batch, response_logprobs
@@ -61,7 +62,7 @@ def test_warmup_is_ce_then_online():
     assert not torch.equal(w, torch.ones_like(w))
 
 
-def test_periodic_caches_per_example_and_refreshes_every_k_steps():
+def test_periodic_caches_per_example_and_refreshes_every_k_steps(tmp_path):
     model = small_lm(seed=0)
     pairs = make_pairs(4, seed=3)
     loader = [collate(pairs[:2], "left"), collate(pairs[2:], "right")]
@@ -80,8 +81,10 @@ def test_periodic_caches_per_example_and_refreshes_every_k_steps():
     w, _ = sched.weights(3, model, train_batch, _scores(model, train_batch))
     torch.testing.assert_close(w, contrast_batch(model, train_batch)["pir"].clamp(0.8, 5.0))
 
-    # resume: a fresh schedule restored from state_dict gives the same weights and the same refresh times
-    state = sched.state_dict()
+    # resume: a fresh schedule restored from the checkpoint file gives the same weights and refresh times
+    save_state_tree(sched.state_dict(), tmp_path / "schedule.safetensors")
+    state = load_state_tree(tmp_path / "schedule.safetensors")
+    assert sorted(state["cache"]) == ["0", "1", "2", "3"] and state["last_refresh"] == 3
     restored = PeriodicSchedule("perce", 0.8, 5.0, every=3)
     restored.load_state_dict(state)
     _nudge(model, 2)
@@ -186,10 +189,57 @@ def test_free_pass_runs_before_the_training_forward_and_gives_the_same_weights()
     scores = _scores(model, batch)
     online = Schedule("perce", 0.8, 5.0)
     free = online.free_pass(0, model, batch)
-    assert free is not None and not free.logp.requires_grad
+    # small_lm has no dropout: the training forward's own scores serve as the full view, no extra pass
+    assert free is not None and not free.free.logp.requires_grad and free.full is None
     w_pre, _ = online.weights(0, model, batch, scores, free)
     w_in, _ = online.weights(0, model, batch, scores)
     assert torch.equal(w_pre, w_in)
     assert Schedule("ce", 0.8, 5.0).free_pass(0, model, batch) is None
     warm = WarmupSchedule("perce", 0.8, 5.0, warmup_steps=2)
     assert warm.free_pass(1, model, batch) is None and warm.free_pass(2, model, batch) is not None
+
+
+def _lora(dropout: float):
+    from peft import LoraConfig, get_peft_model
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(5)  # the same random A and B for every dropout value
+        return get_peft_model(small_lm(seed=0), LoraConfig(r=4, lora_alpha=8, lora_dropout=dropout,
+                                                           target_modules=["q_proj", "v_proj"],
+                                                           init_lora_weights=False))
+
+
+@pytest.mark.parametrize("loop", ["online", "periodic"])
+def test_pir_under_lora_dropout_equals_pir_of_the_same_weights_without_dropout(loop):
+    noisy, clean = _lora(0.5), _lora(0.0)
+    for a, b in zip(noisy.parameters(), clean.parameters()):
+        assert torch.equal(a, b)
+    pairs = make_pairs(4, seed=7)
+    batch = collate(pairs, "right")
+    noisy.train()
+    clean.train()
+    torch.manual_seed(0)
+    # What the scores were before: both views in train mode, with independent dropout masks.
+    with torch.no_grad():
+        masked_pir = _scores(noisy, batch).logp - contrast_batch(noisy, batch)["logp_free"]
+    expected_pir = contrast_batch(clean.eval(), batch)["pir"]
+    clean.train()
+    assert (masked_pir - expected_pir).abs().max() > 1e-2  # the noise the E-step must not see
+
+    def weights(model):
+        if loop == "online":
+            sched = Schedule("perce", 0.8, 5.0)
+            free = sched.free_pass(0, model, batch)
+        else:
+            sched, free = PeriodicSchedule("perce", 0.8, 5.0, every=1), None
+            sched.maybe_refresh(0, model, lambda: [batch])
+        scores = _scores(model, batch)  # the training forward: dropout stays on for the gradient
+        return sched.weights(0, model, batch, scores, free)
+
+    w_noisy, stats_noisy = weights(noisy)
+    w_clean, stats_clean = weights(clean)
+    assert noisy.training and all(m.training for m in noisy.modules())  # the E-step gave train mode back
+    torch.testing.assert_close(w_noisy, expected_pir.clamp(0.8, 5.0), rtol=0, atol=1e-6)
+    torch.testing.assert_close(w_noisy, w_clean, rtol=0, atol=1e-6)
+    assert stats_noisy["pir_mean"] == pytest.approx(float(expected_pir.mean()), abs=1e-6)
+    assert stats_noisy["pir_mean"] == pytest.approx(stats_clean["pir_mean"], abs=1e-6)

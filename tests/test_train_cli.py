@@ -21,7 +21,7 @@ from percli.preflight import compose_config
 # Short prompts and responses keep every run to a few seconds of compute on 2 CPU cores.
 FAST = ["debug=smoke", "data.max_prompt_tokens=192", "data.max_response_tokens=24"]
 ROW_KEYS = {"step", "epoch", "loss", "ce_loss", "lr", "grad_norm", "tokens", "pir_mean", "weight_mean", "clip_low",
-            "clip_high", "step_time", "world_size"}
+            "clip_high", "step_time", "world_size", "max_memory_mb"}
 
 
 def _expected_first_step(overrides: list[str]) -> tuple[float, float, int]:
@@ -66,6 +66,7 @@ def test_smoke_perce_end_to_end(cli, tmp_path):
     assert [row["epoch"] for row in rows] == [0.25, 0.5, 0.75]  # 8 examples, global batch 2
     assert [row["lr"] for row in rows] == pytest.approx([1e-3, 7.5e-4, 2.5e-4])  # cosine over 3, no warmup
     assert all(row["world_size"] == 1 and 0.8 - 1e-6 <= row["weight_mean"] <= 5.0 for row in rows)
+    assert all(row["max_memory_mb"] is None for row in rows)  # CUDA peak memory; none on CPU
     loss, ce, n = _expected_first_step(["model=tiny", "loss=perce", *FAST])
     assert rows[0]["tokens"] == n
     assert rows[0]["loss"] == pytest.approx(loss, rel=1e-5)

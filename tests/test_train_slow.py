@@ -1,5 +1,5 @@
 """Slow `percli train` runs: 2-process DDP and DeepSpeed ZeRO-2/3 against the 1-process loss curve, exact
-resume after SIGTERM / SIGKILL / SIGUSR1 (through the DDP parent), and LoRA exports."""
+resume after SIGTERM / SIGKILL / SIGUSR2 / SIGUSR1 (through the DDP parent), and LoRA exports."""
 
 from __future__ import annotations
 
@@ -93,9 +93,11 @@ def _start(run: Path, out: Path, *overrides: str) -> subprocess.Popen:
 @pytest.mark.parametrize(("sig", "launcher"), [
     (signal.SIGTERM, []),
     (signal.SIGKILL, []),
+    # SIGUSR2: hydra-submitit-launcher's warning before a SLURM time-out
+    (signal.SIGUSR2, []),
     # SIGUSR1 to the parent of 2 DDP workers: forwarded through run_dir/.stop
     (signal.SIGUSR1, ["launcher=ddp", "launcher.num_processes=2", "train.batch_size=1"]),
-], ids=["sigterm", "sigkill", "sigusr1-ddp"])
+], ids=["sigterm", "sigkill", "sigusr2", "sigusr1-ddp"])
 def test_interrupted_run_resumes_to_the_same_curve(uninterrupted, tmp_path, sig, launcher):
     run = tmp_path / "run"
     proc = _start(run, tmp_path, *RESUME, *launcher)

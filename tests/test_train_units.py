@@ -10,15 +10,17 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from omegaconf import OmegaConf
 
 from percli import checkpoint as ckpt_lib
 from percli.distributed import world_size
-from percli.errors import ConfigError
-from percli.launch import accelerate_command, check_launcher, deepspeed_config
+from percli.errors import ConfigError, EnvironmentProblem
+from percli.launch import accelerate_command, check_deepspeed_version, check_launcher, deepspeed_config
+from percli.lr import lr_at
 from percli.preflight import compose_config
+from percli.sampler import StepSampler
 from percli.tracking import Tracker, plot_loss
-from percli.train import StepSampler, lr_at
 
 
 def _train_cfg(**kw):
@@ -157,6 +159,27 @@ def test_deepspeed_config_completed_from_train_keys():
     two = deepspeed_config(compose_config("train", ["launcher=deepspeed", "train.max_grad_norm=null"]))
     assert two["zero_optimization"]["stage"] == 2 and "offload_optimizer" not in two["zero_optimization"]
     assert two["gradient_clipping"] == 0.0
+    # fp32 gradient accumulation, as DDP does: in both templates, and added to a user's file that is silent
+    assert ds["data_types"] == two["data_types"] == {"grad_accum_dtype": "fp32"}
+
+
+def test_deepspeed_config_keeps_a_users_own_accumulation_dtype(tmp_path):
+    silent, explicit = tmp_path / "silent.json", tmp_path / "explicit.json"
+    silent.write_text(json.dumps({"zero_optimization": {"stage": 2}}))
+    explicit.write_text(json.dumps({"zero_optimization": {"stage": 2}, "data_types": {"grad_accum_dtype": "bf16"}}))
+    for path, dtype in ((silent, "fp32"), (explicit, "bf16")):
+        ds = deepspeed_config(compose_config("train", ["launcher=deepspeed", f"launcher.deepspeed_config={path}"]))
+        assert ds["data_types"] == {"grad_accum_dtype": dtype}
+
+
+def test_deepspeed_floor_refuses_releases_that_apply_non_finite_bf16_steps():
+    check_deepspeed_version("0.19.8")
+    check_deepspeed_version()  # the installed one
+    with pytest.raises(EnvironmentProblem) as e:
+        check_deepspeed_version("0.19.7")
+    assert str(e.value) == (
+        "launcher=deepspeed needs deepspeed>=0.19.8 (installed: 0.19.7, whose ZeRO optimizer can apply a step with "
+        "a non-finite bf16 gradient instead of skipping it); run: pip install 'deepspeed>=0.19.8'")
 
 
 def test_plot_loss_writes_png(tmp_path):
@@ -209,7 +232,7 @@ def test_wandb_failure_warns_once_and_never_raises(tmp_path, monkeypatch, capsys
 def test_stop_request_from_signal_and_from_parent_file(tmp_path):
     import os
 
-    from percli.train import StopRequest
+    from percli.signals import StopRequest
 
     stop = StopRequest(tmp_path, watch_file=True)
     try:
@@ -219,6 +242,16 @@ def test_stop_request_from_signal_and_from_parent_file(tmp_path):
     finally:
         stop.restore()
     assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL
+    # SIGUSR2: what hydra-submitit-launcher's SLURM job gets signal_delay_s before its time limit
+    previous = signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    usr2 = StopRequest(tmp_path, watch_file=False)
+    try:
+        os.kill(os.getpid(), signal.SIGUSR2)
+        assert usr2.poll() == signal.SIGUSR2
+    finally:
+        usr2.restore()
+    assert signal.getsignal(signal.SIGUSR2) is signal.SIG_IGN
+    signal.signal(signal.SIGUSR2, previous)
     (tmp_path / ".stop").write_text("15\n")  # what the launching parent writes on SIGTERM
     other = StopRequest(tmp_path, watch_file=True)
     other.restore()
@@ -226,3 +259,15 @@ def test_stop_request_from_signal_and_from_parent_file(tmp_path):
     ignored = StopRequest(tmp_path, watch_file=False)  # workers other than rank 0 leave the file to it
     ignored.restore()
     assert ignored.poll() == 0
+
+
+def test_schedule_state_tree_round_trips_without_pickle(tmp_path):
+    tree = {"name": "periodic", "last_refresh": None, "cache": {},
+            "nested": {"7": {"raw": torch.tensor([0.5, -1.25]), "pir": None}, "empty": torch.zeros(0)}}
+    path = tmp_path / "s.safetensors"
+    ckpt_lib.save_state_tree(tree, path)
+    back = ckpt_lib.load_state_tree(path)
+    assert back["name"] == "periodic" and back["last_refresh"] is None and back["cache"] == {}
+    assert back["nested"]["7"]["pir"] is None and back["nested"]["empty"].shape == (0,)
+    assert torch.equal(back["nested"]["7"]["raw"], torch.tensor([0.5, -1.25]))
+    assert path.read_bytes()[8:9] == b"{"  # a safetensors JSON header, not a pickle stream

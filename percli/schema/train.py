@@ -22,6 +22,8 @@ FIELDS: dict[str, Field] = {
                            positive, "a positive number", nullable=True),
     "save_every": Field(int, "resumable checkpoint every N optimizer steps (checkpoints/step-N)", positive,
                         "a positive integer"),
+    "save_every_minutes": Field(NUMBER, "also a resumable checkpoint every N minutes of training (null: by steps only)",
+                                positive, "a positive number of minutes or null", nullable=True),
     "keep_last": Field(int, "step checkpoints kept (checkpoints/final is always written)", positive,
                        "a positive integer"),
     "max_bad_steps": Field(int, "consecutive non-finite steps (skipped) before the run checkpoints and stops",

@@ -11,7 +11,9 @@ from percli.data.collate import EncodedPair, PairCollator, encode_examples
 from percli.data.longlamp import load_examples
 from percli.models import load_tokenizer
 from percli.preflight import compose_config
-from percli.train import StopRequest, Trainer, make_accelerator
+from percli.signals import StopRequest
+from percli.trainer import Trainer
+from percli.training_setup import make_accelerator
 
 
 def bench_cfg(data_dir: Path, *, model: str = "smollm2-135m", loss: str = "ce", steps: int = 1000,
