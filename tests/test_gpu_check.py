@@ -13,7 +13,7 @@ import sys
 
 import pytest
 import torch
-from conftest import REPO
+from helpers import REPO
 
 from percli.io import read_jsonl
 
