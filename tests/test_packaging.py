@@ -19,6 +19,7 @@ NOT_IMPORTED = {
     "deepspeed": "launcher=deepspeed: accelerate's DeepSpeed plugin imports it",
     "gguf": "transformers reads the SmolLM2 GGUF with it (percli.assets)",
     "hydra-submitit-launcher": "the slurm extra: Hydra loads it for hydra/launcher=slurm",
+    "trl": "the bench extra: scripts/bench compares percli's CE step with TRL's SFTTrainer",
 }
 
 
