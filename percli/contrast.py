@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from jinja2 import Environment, FileSystemLoader
 from markupsafe import Markup
+from scipy.stats import mannwhitneyu
 from torch import Tensor
 from tqdm import tqdm
 
@@ -70,19 +71,8 @@ def auc(positives: Sequence[float], negatives: Sequence[float]) -> float:
     """P(score of a positive > score of a negative), ties counting 1/2 (Mann-Whitney U / (n_pos n_neg))."""
     if not positives or not negatives:
         return float("nan")
-    scores = torch.tensor([*positives, *negatives], dtype=torch.float64)
-    order = scores.argsort(stable=True)
-    sorted_scores = scores[order]
-    ranks = torch.empty_like(scores)
-    i, n = 0, len(scores)
-    while i < n:  # average 1-based ranks over ties
-        j = i
-        while j + 1 < n and sorted_scores[j + 1] == sorted_scores[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    n_pos, n_neg = len(positives), len(negatives)
-    return float((ranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    u = mannwhitneyu(positives, negatives, alternative="two-sided", method="asymptotic").statistic
+    return float(u / (len(positives) * len(negatives)))
 
 
 def _quantiles(x: Tensor) -> dict[str, float]:

@@ -86,7 +86,7 @@ def _finite(x: float | None) -> bool:
 
 class Trainer:
     """One process's training run: `fit()` runs it to the end; `train_step()` is one optimizer step
-    (scripts/bench.py times it)."""
+    (the `scripts.bench` benchmark times it)."""
 
     def __init__(self, cfg: DictConfig, run_dir: Path, accelerator, stop: StopRequest):
         self.cfg, self.run_dir, self.acc, self.stop = cfg, run_dir, accelerator, stop

@@ -20,7 +20,7 @@ def test_percli_data_synthetic_writes_prompts_and_truth(tmp_path: Path, task: st
                 output_dir=out)
     assert r.returncode == 0, r.stderr
     for label in ("examples: 6 loaded, 6 encoded, 0 dropped; users: 3", "full prompt tokens", "free prompt words",
-                  "response tokens", "r = free/full tokens", "percli: encoded 6/6 examples"):
+                  "response tokens", "r = free/full tokens", "\nencoded 6/6 examples"):
         assert label in r.stdout, r.stdout
     run = only_run_dir(out, "data")
     rows = [json.loads(line) for line in (run / "prompts.jsonl").read_text().splitlines()]

@@ -74,8 +74,8 @@ def test_over_long_examples_truncate_the_profile_then_drop_and_report(cli, tmp_p
     r = cli("data", "data=local", f"data.path={tmp_path / 'data'}", "data.split=test",
             "data.max_prompt_tokens=200", "data.max_response_tokens=32")
     assert r.returncode == 0, r.stderr
-    summary = next(line for line in (r.stderr + r.stdout).splitlines() if line.startswith("percli: encoded"))
-    assert summary.startswith("percli: encoded 2/3 examples; dropped 1 (input alone over max_prompt_tokens)")
+    summary = next(line for line in (r.stderr + r.stdout).splitlines() if line.startswith("encoded "))
+    assert summary.startswith("encoded 2/3 examples; dropped 1 (input alone over max_prompt_tokens)")
     assert "1 responses cut at max_response_tokens" in summary
     assert "1 items dropped, 1 items cut" in summary
 

@@ -91,3 +91,24 @@ def test_report_pools_the_paired_deltas_over_seeds(study, tmp_path: Path) -> Non
     row = next(line for line in text.splitlines() if line.startswith("| PerCE - CE at lr x w |"))
     assert "| 2 | +1.50 [+1.50, +1.50] (+6.2%)* |" in row   # rouge1: 0.02 - 0.005 over the same examples
     assert (tmp_path / "study_deltas.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_each_process_is_logged_and_the_budget_counts_the_elapsed_span(study, tmp_path: Path, monkeypatch) -> None:
+    results = tmp_path / "results"                     # not there yet: the first run's log row creates it
+    s = study.Study(results, tmp_path / "work", False, [])
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    s._percli("help", ["--help"])
+    row = json.loads((results / "study_log.jsonl").read_text())
+    assert (row["run"], row["command"], row["exit"], row["omp_num_threads"]) == ("help", "--help", 0, "1")
+    # two overlapping runners: 10 + 8 min of process time in a 12-min span
+    log = [{"run": "a", "command": "train", "seconds": 600.0, "exit": 0, "finished": "2026-12-02T01:10:00+00:00",
+            "omp_num_threads": "1"},
+           {"run": "b", "command": "eval", "seconds": 480.0, "exit": 0, "finished": "2026-12-02T01:12:00+00:00",
+            "omp_num_threads": "1"}]
+    (results / "study_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+    assert study.budget(s)[:3] == [
+        "Finished runs: 2 processes, 18 min of process wall time in all; 12 min elapsed from the first start to "
+        "the last finish (2026-12-02T01:00+00:00 to 2026-12-02T01:12+00:00; torch threads per run "
+        "(OMP_NUM_THREADS): 1).",
+        "- train + val scoring: 1 runs, mean 600 s (min 600, max 600)",
+        "- test scoring: 1 runs, mean 480 s"]

@@ -58,7 +58,7 @@ class DropReport:
     dropped_ids: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        return (f"percli: encoded {self.kept}/{self.examples} examples; dropped {self.dropped_input_too_long} "
+        return (f"encoded {self.kept}/{self.examples} examples; dropped {self.dropped_input_too_long} "
                 f"(input alone over max_prompt_tokens); profile truncation: {self.items_dropped} items dropped, "
                 f"{self.items_cut} items cut, {self.profile_emptied} examples left without profile; "
                 f"{self.empty_profile} had an empty profile; {self.responses_cut} responses cut at max_response_tokens")

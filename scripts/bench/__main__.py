@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[2]
 R_MAIN = 0.2  # the LongLaMP review shape: ~1,500 profile tokens over a ~400-token profile-free sequence
 RESPONSE_WORDS = 50  # shorter than the real ~300-word reviews so a pair of steps takes seconds, same r
 SCALING_RS = (0.1, 0.2, 0.35, 0.5)
-SCALING_RESPONSE_WORDS = 20
+SCALING_RESPONSE_WORDS = 100  # profile-free part ~193 tokens: r = 0.5 needs a profile no shorter than its ~162-token minimum
 NAIVE_RESPONSE_TOKENS = (1024, 2048)
 PROFILE_WORDS_NAIVE = 60
 
@@ -184,7 +184,9 @@ def main() -> None:
         res.update(section)
         res.update({"machine": machine(args.threads), "date": time.strftime("%Y-%m-%d"),
                     "clock": "cpu (time.process_time); wall-time ratios beside"})
-        res.setdefault("runs", {})[args.part] = {**run, "load_after": list(os.getloadavg()),
+        # The peers part may run section by section (--sections): one record per invocation.
+        key = args.part if args.part == "core" else f"{args.part}:{','.join(sorted(args.sections))}"
+        res.setdefault("runs", {})[key] = {**run, "load_after": list(os.getloadavg()),
                                                  "wall_s": time.time() - start}
         res["wall_s"] = time.time() - start
         atomic_write_json(path, res)

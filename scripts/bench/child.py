@@ -15,7 +15,7 @@ import torch
 from percli.models import load_model_and_tokenizer
 from percli.scoring import response_logprobs
 from scripts.bench import subject
-from scripts.bench.memory import peak_above_baseline_mb
+from scripts.bench.memory import make_resident, peak_above_baseline_mb
 from scripts.bench.naive import NaivePerCE, naive_logprobs
 
 
@@ -27,6 +27,7 @@ def _cfg(spec: dict, loss: str):
 def percli_steps(spec: dict, work: Path) -> dict:
     """`steps` steps of percli's Trainer with `spec["loss"]`."""
     trainer = subject.make_trainer(_cfg(spec, spec["loss"]), work / "run")
+    make_resident(trainer.scorer)
     return peak_above_baseline_mb(lambda: [subject.step(trainer) for _ in range(spec["steps"])])
 
 
@@ -36,6 +37,7 @@ def trl_steps(spec: dict, work: Path) -> dict:
 
     cfg = _cfg(spec, "ce")
     trainer = sft_trainer(cfg, sft_dataset(*subject.encode(cfg)), work / "trl", steps=spec["steps"])
+    make_resident(trainer.model)
     return peak_above_baseline_mb(trainer.train)
 
 
@@ -45,6 +47,7 @@ def naive_steps(spec: dict, work: Path) -> dict:
     pairs, collate = subject.encode(cfg)
     batch = collate(pairs[:1])
     naive = NaivePerCE(cfg)
+    make_resident(naive.model)
     return peak_above_baseline_mb(lambda: [naive.step(batch) for _ in range(spec["steps"])])
 
 
@@ -54,6 +57,7 @@ def _logprob_memory(spec: dict, lean: bool) -> dict:
     t = int(spec["tokens"])
     ids = torch.randint(0, len(tok) - 100, (1, t), generator=torch.Generator().manual_seed(0))
     mask = torch.ones_like(ids)
+    make_resident(model)
     with torch.no_grad():
         fn = (lambda: response_logprobs(model, ids, mask, ids)) if lean else (lambda: naive_logprobs(model, ids, mask, ids))
         res = peak_above_baseline_mb(fn)

@@ -28,6 +28,15 @@ def _vm_kib(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
+def make_resident(model: torch.nn.Module) -> None:
+    """Read every parameter once. transformers may map safetensors weights lazily: pages not yet read are
+    not in RSS after setup, so without this the first step's reads would count as the step's memory, by a
+    different amount on each side (as on a GPU, the weights belong to the setup, not to the step)."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.sum()
+
+
 def peak_above_baseline_mb(work: Callable[[], object]) -> dict:
     """Run `work` and return {"baseline_mb", "peak_above_baseline_mb", "method"} for this device."""
     if torch.cuda.is_available():

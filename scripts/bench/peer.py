@@ -2,7 +2,8 @@
 
 The peer gets what percli's CE gets: the same model weights, the same tokenised example (percli's full
 stream; its response positions are TRL's completion mask), AdamW with the same lr / betas / eps / weight
-decay, a constant schedule, gradient clipping at the same norm, batch 1, fp32. TRL's own train loop runs;
+decay, a constant schedule, gradient clipping at the same norm, batch 1, fp32, and percli's gradient
+checkpointing setting (off), where SFTConfig's default is on. TRL's own train loop runs;
 a callback times each of its optimizer steps (from `on_step_begin` to `on_step_end`: forward, backward,
 clip, AdamW, zero_grad) and runs one percli CE step beside it, before or after, alternating the order.
 """
@@ -62,6 +63,9 @@ def sft_trainer(cfg: DictConfig, dataset: Dataset, out_dir: Path, steps: int, ca
         packing=False, padding_free=False, save_strategy="no", logging_steps=10**9, report_to="none",
         disable_tqdm=True, dataloader_num_workers=0, seed=int(cfg.seed), bf16=False, fp16=False,
         use_cpu=not torch.cuda.is_available(), dataset_num_proc=None,
+        # SFTConfig turns gradient checkpointing on by default; percli's setting instead, so that both sides
+        # keep (or recompute) the same activations.
+        activation_checkpointing=bool(cfg.model.gradient_checkpointing),
     )
     return RecordingSFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                                callbacks=list(callbacks))
