@@ -72,3 +72,15 @@ def test_naive_perce_trains_on_the_same_work_as_percli_perce(small_data, tmp_pat
     # PIR of a random model is about 0, so every weight is clipped up to min_weight 0.8: loss = 0.8 x CE.
     assert res["percli_first_loss"] == pytest.approx(0.8 * math.log(151669), abs=0.2)
     assert abs(res["percli_first_loss"] - res["naive_first_loss"]) <= 1e-5
+
+
+def test_back_to_back_runs_agree_when_each_ratio_lies_in_the_others_ci():
+    from scripts.bench.report import agree, repeat_lines
+
+    first, second = {"ratio": 1.05, "ci": [1.02, 1.08]}, {"ratio": 1.07, "ci": [1.04, 1.10]}
+    assert agree([first, second])
+    assert not agree([first, {"ratio": 1.09, "ci": [1.06, 1.12]}])   # 1.09 is outside [1.02, 1.08]
+    res = {"repeats": {"perce_ce_step_ratio": [first, second], "gen_batch_speedup": [first]}}
+    assert repeat_lines(res) == [
+        "Back-to-back runs of `make bench` (the table shows the last one):", "",
+        "- `perce_ce_step_ratio`: 1.050 [1.020, 1.080]; 1.070 [1.040, 1.100]: agree within their CIs", ""]

@@ -75,29 +75,35 @@ def test_demo_preset_is_offline_and_equal_budget() -> None:
             "smollm2-135m", ce.data.num_users, ce.data.max_prompt_tokens)
 
 
-def test_every_cpu_preset_trains_and_evaluates_through_the_cli(cli, tmp_path: Path) -> None:
-    """Each preset that runs here (a model that needs no hub, one local process) trains two steps and scores
-    the final checkpoint, with the preset's model, data, retriever and loss; only sizes are cut."""
-    cpu = [name for name in PRESETS if (cfg := composed("train", f"experiment={name}")).model.source != "hub"
-           and cfg.launcher.name == "local"]
-    assert "demo" in cpu
+# Presets that run here: a model that needs no hub, one local process.
+CPU_PRESETS = [name for name in PRESETS if (cfg := composed("train", f"experiment={name}")).model.source != "hub"
+               and cfg.launcher.name == "local"]
+
+
+def test_the_demo_is_a_cpu_preset() -> None:
+    assert "demo" in CPU_PRESETS
+
+
+# The demo in the fast suite; the others train the same SmolLM2 once their sizes are cut (~1 min each).
+@pytest.mark.parametrize("name", [n if n == "demo" else pytest.param(n, marks=pytest.mark.slow) for n in CPU_PRESETS])
+def test_cpu_preset_trains_and_evaluates_through_the_cli(cli, tmp_path: Path, name: str) -> None:
+    """The preset trains two steps and scores the final checkpoint, with its model, data, retriever and loss;
+    only sizes are cut."""
     short = ["train.max_steps=2", "train.batch_size=1", "data.num_users=2", "data.examples_per_user=1",
              "data.max_prompt_tokens=128", "data.max_response_tokens=8", "eval.max_examples=1",
              "eval.max_new_tokens=2"]
-    for name in cpu:
-        out = tmp_path / name
-        r = cli("train", f"experiment={name}", *short, env={"PERCLI_OUTPUT_DIR": str(out)})
-        assert r.returncode == 0, f"{name}: {r.stderr[-2000:]}"
-        run = only_run_dir(out, "train")
-        assert json.loads((run / "status.json").read_text()) == {"status": "ok"}
-        saved = OmegaConf.load(run / "config.yaml")
-        preset = composed("train", f"experiment={name}")
-        assert (saved.model.name, saved.retriever.name, saved.loss.name) == (
-            preset.model.name, preset.retriever.name, preset.loss.name)
-        log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
-        assert [row["step"] for row in log] == [1, 2] and all(row["loss"] > 0 for row in log)
-        metrics = json.loads((run / "metrics.json").read_text())
-        assert metrics["num_examples"] == 1 and metrics["model"] == preset.model.name
+    r = cli("train", f"experiment={name}", *short, env={"PERCLI_OUTPUT_DIR": str(tmp_path)})
+    assert r.returncode == 0, f"{name}: {r.stderr[-2000:]}"
+    run = only_run_dir(tmp_path, "train")
+    assert json.loads((run / "status.json").read_text()) == {"status": "ok"}
+    saved = OmegaConf.load(run / "config.yaml")
+    preset = composed("train", f"experiment={name}")
+    assert (saved.model.name, saved.retriever.name, saved.loss.name) == (
+        preset.model.name, preset.retriever.name, preset.loss.name)
+    log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in log] == [1, 2] and all(row["loss"] > 0 for row in log)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["num_examples"] == 1 and metrics["model"] == preset.model.name
 
 
 def test_demo_and_study_test_on_users_never_seen_in_training() -> None:

@@ -133,6 +133,9 @@ def peers(work: Path, args, save) -> dict:
     return {}
 
 
+REPEATED = ("perce_ce_step_ratio", "perce_ce_mem_ratio", "gen_batch_speedup")
+
+
 def render(work: Path, args, save) -> dict:
     """No measurement: merge the `--merge` bench.json files (parts run in separate processes) and re-render."""
     merged: dict = {}
@@ -141,6 +144,12 @@ def render(work: Path, args, save) -> dict:
         data = json.loads(Path(other).read_text())
         merged.setdefault("runs", {}).update({f"{k}-{i}": v for k, v in data.pop("runs", {}).items()})
         rows += data.pop("perce_vs_naive", [])
+        # A headline ratio that an earlier file measured too: both runs are kept, so bench.md can say whether
+        # back-to-back runs agree within their CIs.
+        for key in REPEATED:
+            if key in data:
+                merged.setdefault("repeats", {}).setdefault(key, []).append(
+                    {"run": f"core-{i}", "ratio": data[key], "ci": data.get(f"{key}_ci")})
         merged.update(data)
     if rows:  # the naive rows of several processes (models or lengths split between them)
         merged.update(naive_summary(rows))

@@ -86,6 +86,23 @@ def table_rows(res: dict) -> list[str]:
     return rows
 
 
+def agree(runs: list[dict]) -> bool:
+    """Each run's ratio lies inside every other run's 95% CI."""
+    return all(a is b or b["ci"][0] <= a["ratio"] <= b["ci"][1] for a in runs for b in runs)
+
+
+def repeat_lines(res: dict) -> list[str]:
+    """Back-to-back `make bench` runs, headline ratio by headline ratio."""
+    repeats = {k: v for k, v in res.get("repeats", {}).items() if len(v) > 1}
+    if not repeats:
+        return []
+    lines = ["Back-to-back runs of `make bench` (the table shows the last one):", ""]
+    for key, runs in repeats.items():
+        values = "; ".join(f"{r['ratio']:.3f} {_ci(r['ci'])}" for r in runs)
+        lines.append(f"- `{key}`: {values}: {'agree' if agree(runs) else '**disagree**'} within their CIs")
+    return [*lines, ""]
+
+
 def markdown(res: dict) -> str:
     runs = "; ".join(f"`{part}` {r['date']} (load {r['load_before'][0]:.1f} -> {r['load_after'][0]:.1f}, "
                      f"{r['wall_s'] / 60:.1f} min)" for part, r in sorted(res["runs"].items()))
@@ -102,6 +119,7 @@ def markdown(res: dict) -> str:
         "| measure | ratio | 95% CI | wall ratio | goal | met | detail |",
         "|---|---|---|---|---|---|---|",
         *table_rows(res), "",
+        *repeat_lines(res),
     ])
 
 
