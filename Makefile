@@ -31,7 +31,7 @@ test: setup lint  ## ruff + the fast test suite (no `slow` tests)
 test-all: setup lint  ## the whole suite, slow tests included
 	$(VENV)/bin/pytest -q
 
-demo: setup  ## offline demo: smollm2-135m, synthetic data, CE vs PerCE, table + heatmap with CE deltas and CIs (234 s before val scoring was added; not re-measured)
+demo: setup  ## offline demo: smollm2-135m, synthetic data, CE vs PerCE, table + heatmap with CE deltas and CIs (~7 min on 2 idle cores)
 	$(PY) scripts/reproduce_table.py demo
 
 study: setup  ## does PerCE beat CE? SmolLM2-135M, unseen users, lr grid x 3 seeds + 2 controls -> results/study.md (resumable)

@@ -339,6 +339,28 @@ def plot(results: dict[tuple[str, str], tuple[list[int], dict[str, statistics.De
     return True
 
 
+def _direction(d: statistics.Delta) -> str:
+    return "higher" if d.ci_low > 0 else ("lower" if d.ci_high < 0 else "no detectable difference")
+
+
+def findings(study: Study, results: dict) -> list[str]:
+    """What the deltas say, comparison by comparison, and the design's limits that the data point to."""
+    lines = []
+    for base, other, _ in COMPARISONS:
+        seeds, deltas = results[(base, other)]
+        if not deltas:
+            continue
+        said = [f"{m} {_direction(deltas[m])} ({statistics.format_delta(deltas[m])})"
+                for m in ("meteor", "rougeL", "planted_recall") if m in deltas]
+        lines.append(f"- {SYSTEMS[other]} against {SYSTEMS[base]} ({len(seeds)} seeds): " + "; ".join(said) + ".")
+    for loss in GRID_LOSSES:
+        edge = [s for s in SEEDS if study.selected_lr(loss, s) == LRS[-1]]
+        if edge:
+            lines.append(f"- {SYSTEMS[loss]}'s val-selected lr is the top of the grid ({LRS[-1]}) for seed(s) "
+                         f"{', '.join(map(str, edge))}: a wider grid might raise it further.")
+    return lines
+
+
 def write_report(study: Study, out: Path, picture: Path) -> None:
     planner = Study(study.results, study.work, True, study.overrides)
     for seed in SEEDS:
@@ -350,7 +372,7 @@ def write_report(study: Study, out: Path, picture: Path) -> None:
     done_train = len(finished) - done_test
     drew = plot(results, picture)
     lines = ["# Does PerCE beat CE here? The CE-vs-PerCE study", "",
-             f"**Answer so far: {verdict(main_delta)}.**", "",
+             f"**Answer{'' if not planner.planned else ' so far'}: {verdict(main_delta)}.**", "",
              f"Status: {'complete' if not planner.planned else 'INCOMPLETE'}: {done_train} of "
              f"{len(GRID_LOSSES) * len(LRS) * len(SEEDS) + 2 * len(SEEDS)} train runs (each scored on val) and "
              f"{done_test} of {(len(GRID_LOSSES) + 2) * len(SEEDS)} test scorings are done. "
@@ -360,8 +382,10 @@ def write_report(study: Study, out: Path, picture: Path) -> None:
     lines += ["## Deltas on the test split (pooled over seeds)", "",
               "Each cell: mean(other) - mean(baseline) x100 over the 48 unseen test users, 95% CI of a two-level "
               "paired bootstrap (seeds, then users; percli/statistics.py), relative change, * where the CI "
-              "excludes 0; p: two-sided sign-flip permutation test. Seed s of one system is paired with seed s "
-              "of the other.", "",
+              "excludes 0. Seed s of one system is paired with seed s of the other. p: two-sided sign-flip "
+              "permutation test over users of the seed-averaged difference; it holds the trained models fixed, "
+              "while the CI also resamples seeds (the training recipe's own variance), so a small p with a CI "
+              "that includes 0 means 'these three models differ', not 'the recipe does'. Read the CI.", "",
               "| comparison | question | seeds | " + " | ".join(METRICS) + " | p (METEOR) |",
               "|---|---|---:|" + "---:|" * len(METRICS) + "---:|"]
     for base, other, question in COMPARISONS:
@@ -371,6 +395,11 @@ def write_report(study: Study, out: Path, picture: Path) -> None:
         lines.append(f"| {SYSTEMS[other]} - {SYSTEMS[base]} | {question} | {len(seeds)} | " + " | ".join(cells)
                      + f" | {p} |")
     lines += ["", f"![deltas with 95% CIs]({picture.name})" if drew else "(no picture yet: no comparison done)", "",
+              "## What was and was not found", "", *findings(study, results), "",
+              "Not found, and out of this design's reach: whether PerCE helps a 4B-14B model trained for 3 epochs "
+              "on real LongLaMP data, as in the paper. This is a 135M model, 12 optimizer steps, synthetic users "
+              "whose personal signal is a few planted names; each of those (model size, steps, clip range "
+              "`loss.min_weight` / `loss.max_weight`, real data) can change the answer.", "",
               "## Test scores (x100, mean (sd) over seeds)", "", *test_table(study), "",
               "## Selection on val (per loss and seed: the lr with the best val METEOR; only it is scored on test)",
               "", *selection_table(study), "",
