@@ -83,4 +83,10 @@ def test_back_to_back_runs_agree_when_each_ratio_lies_in_the_others_ci():
     res = {"repeats": {"perce_ce_step_ratio": [first, second], "gen_batch_speedup": [first]}}
     assert repeat_lines(res) == [
         "Back-to-back runs of `make bench` (the table shows the last one):", "",
-        "- `perce_ce_step_ratio`: 1.050 [1.020, 1.080]; 1.070 [1.040, 1.100]: agree within their CIs", ""]
+        "- `perce_ce_step_ratio`: 1.050 [1.020, 1.080]; 1.070 [1.040, 1.100]: agree: each ratio lies in the other "
+        "run's CI", ""]
+    partly = [first, {"ratio": 1.09, "ci": [1.06, 1.12]}]
+    assert repeat_lines({"repeats": {"k": partly}})[2].endswith("**partly**: the CIs overlap, but not every ratio "
+                                                                "lies in the other run's CI")
+    apart = [first, {"ratio": 1.20, "ci": [1.15, 1.25]}]
+    assert repeat_lines({"repeats": {"k": apart}})[2].endswith("**disagree**: the CIs do not overlap")

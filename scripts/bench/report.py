@@ -91,6 +91,19 @@ def agree(runs: list[dict]) -> bool:
     return all(a is b or b["ci"][0] <= a["ratio"] <= b["ci"][1] for a in runs for b in runs)
 
 
+def overlap(runs: list[dict]) -> bool:
+    """The runs' 95% CIs share at least one value."""
+    return max(r["ci"][0] for r in runs) <= min(r["ci"][1] for r in runs)
+
+
+def _verdict(runs: list[dict]) -> str:
+    if agree(runs):
+        return "agree: each ratio lies in the other run's CI"
+    if overlap(runs):
+        return "**partly**: the CIs overlap, but not every ratio lies in the other run's CI"
+    return "**disagree**: the CIs do not overlap"
+
+
 def repeat_lines(res: dict) -> list[str]:
     """Back-to-back `make bench` runs, headline ratio by headline ratio."""
     repeats = {k: v for k, v in res.get("repeats", {}).items() if len(v) > 1}
@@ -99,7 +112,7 @@ def repeat_lines(res: dict) -> list[str]:
     lines = ["Back-to-back runs of `make bench` (the table shows the last one):", ""]
     for key, runs in repeats.items():
         values = "; ".join(f"{r['ratio']:.3f} {_ci(r['ci'])}" for r in runs)
-        lines.append(f"- `{key}`: {values}: {'agree' if agree(runs) else '**disagree**'} within their CIs")
+        lines.append(f"- `{key}`: {values}: {_verdict(runs)}")
     return [*lines, ""]
 
 
