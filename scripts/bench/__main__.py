@@ -98,7 +98,7 @@ def peers(work: Path, args, save) -> dict:
         long_data = write_review_data(work / "long", profile_item_words=PROFILE_WORDS_NAIVE, response_words=2400)
         rows = []
         for model in args.naive_models.split(","):
-            for tokens in NAIVE_RESPONSE_TOKENS:
+            for tokens in map(int, args.naive_tokens.split(",")):
                 res = naive.perce_vs_naive(long_data, work / f"naive-{model}-{tokens}", model=model,
                                            max_response_tokens=tokens, **rule)
                 spec = {"data": str(long_data), "model": model, "loss": "perce", "steps": 2,
@@ -171,6 +171,8 @@ def main() -> None:
     ap.add_argument("--sections", default="trl,naive,scaling,logprob,gen_long",
                     help="peers part: comma-separated sections to run (trl, naive, scaling, logprob, gen_long)")
     ap.add_argument("--naive-models", default="tiny,smollm2-135m", help="peers part: models of the naive rows")
+    ap.add_argument("--naive-tokens", default=",".join(map(str, NAIVE_RESPONSE_TOKENS)),
+                    help="peers part: response lengths of the naive rows")
     ap.add_argument("--merge", nargs="*", default=[], help="render part: bench.json files to merge in")
     ap.add_argument("--long-prompts", type=int, default=4, help="LongLaMP-length prompts (= batch) for generation")
     args = ap.parse_args()
