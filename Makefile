@@ -40,7 +40,7 @@ study: setup  ## does PerCE beat CE? SmolLM2-135M, unseen users, lr grid x 3 see
 bench: setup  ## PerCE vs CE step time / memory with CIs, generation speed-up -> results/bench.{json,md} (~10 min)
 	$(PY) -m scripts.bench --part core
 
-bench-peers: setup  ## percli vs TRL SFTTrainer and naive PerCE, scaling with r, long-prompt eval -> results/bench* (~40 min)
+bench-peers: setup  ## percli vs TRL SFTTrainer and naive PerCE, scaling with r, long-prompt eval -> results/bench* (~1 hour)
 	$(PY) -m scripts.bench --part peers
 
 gpu-check: setup  ## the GPU path on this machine (bf16 CE/PerCE via local, DeepSpeed ZeRO-2/3, DDP; generation; vLLM) -> results/gpu_check.{json,md}
