@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 PERCLI := $(VENV)/bin/percli
 STAMP := $(VENV)/.percli-setup
 SCALE ?= paper
+# pytest-xdist workers for `make test`/`make test-all`: auto = one per core (0 runs the tests in one process).
+TEST_WORKERS ?= auto
 
 .PHONY: help setup test test-all lint demo study bench bench-peers gpu-check reproduce-table clean
 
@@ -26,10 +28,10 @@ lint: setup  ## ruff
 	$(VENV)/bin/ruff check percli tests scripts
 
 test: setup lint  ## ruff + the fast test suite (no `slow` tests)
-	$(VENV)/bin/pytest -m "not slow" -q
+	$(VENV)/bin/pytest -m "not slow" -q -n $(TEST_WORKERS) --dist loadgroup
 
 test-all: setup lint  ## the whole suite, slow tests included
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 demo: setup  ## offline demo: smollm2-135m, synthetic data, CE vs PerCE, table + heatmap with CE deltas and CIs (~7 min on 2 idle cores)
 	$(PY) scripts/reproduce_table.py demo

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
 import pytest
 from helpers import run_cli
+
+# `make test` runs pytest-xdist workers, one per core. Each worker (and every CLI it starts) gets an equal
+# share of the cores as torch threads; without this each would take them all and they would fight for them.
+# Set before any test module imports torch, which reads it once at start-up.
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    _workers = int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _workers)))
 
 
 @pytest.fixture

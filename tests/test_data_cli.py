@@ -13,7 +13,10 @@ from percli.data.prompts import render
 SMALL = ["data.num_users=3", "data.examples_per_user=2", "data.profile_size=5"]
 
 
-@pytest.mark.parametrize("task", ["review", "abstract", "topic"])
+# One task in the fast suite: the other two run the same command with another template, whose exact text
+# tests/test_data_prompts.py checks in-process.
+@pytest.mark.parametrize("task", ["review", pytest.param("abstract", marks=pytest.mark.slow),
+                                  pytest.param("topic", marks=pytest.mark.slow)])
 def test_percli_data_synthetic_writes_prompts_and_truth(tmp_path: Path, task: str) -> None:
     out = tmp_path / "outputs"
     r = run_cli("data", f"task={task}", "data.source=synthetic", *SMALL, f"paths.cache_dir={tmp_path / 'cache'}",

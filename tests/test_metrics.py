@@ -12,6 +12,10 @@ from helpers import SHARED, only_run_dir, run_cli
 from percli.errors import DataError
 from percli.metrics import ROUGE_TYPES, bootstrap_mid, compute, rouge_matrices
 
+# Under pytest-xdist one worker runs the whole module, so its module-scoped fixture (the `percli eval` parity run)
+# is built once, not once per worker.
+pytestmark = pytest.mark.xdist_group("metrics")
+
 PARITY = SHARED / "metric_parity"
 TOL = 1e-6
 

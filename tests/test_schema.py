@@ -17,6 +17,10 @@ from percli.preflight import compose_config
 from percli.schedule import SCHEDULES
 from percli.schema import SCHEMA, Field, check_values, leaf_keys, validate
 
+# Under pytest-xdist one worker runs the whole module, so its module-scoped fixture (every config composed)
+# is built once, not once per worker.
+pytestmark = pytest.mark.xdist_group("schema")
+
 PRESETS = conf_options("experiment")
 
 
