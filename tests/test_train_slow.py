@@ -19,6 +19,10 @@ from percli.io import read_jsonl
 from percli.preflight import compose_config
 
 pytestmark = pytest.mark.slow
+# Under pytest-xdist, the tests that share a module-scoped reference curve run on one worker, which
+# trains that curve once.
+SAME_CURVE = pytest.mark.xdist_group("train-slow-one-process")
+RESUMED = pytest.mark.xdist_group("train-slow-uninterrupted")
 
 FAST = ["debug=smoke", "data.max_prompt_tokens=192", "data.max_response_tokens=24", "eval.after_train=false"]
 # Global batch 4 on 8 examples: 2 steps per epoch; 3 steps cross an epoch boundary.
@@ -48,6 +52,7 @@ def one_process(tmp_path_factory) -> list[dict]:
     return _train(tmp_path_factory.mktemp("one"), *GLOBAL4, "train.batch_size=4")
 
 
+@SAME_CURVE
 def test_ddp_two_processes_with_accumulation_match_one_process(one_process, tmp_path):
     # 2 processes x micro-batch 1 x 2 accumulation steps = the same 4 rows per step, normalised by the
     # global token count (counted over both micro-batches and both ranks first).
@@ -58,6 +63,7 @@ def test_ddp_two_processes_with_accumulation_match_one_process(one_process, tmp_
     _same_curve(rows, one_process, rel=1e-5, abs_tol=1e-6)
 
 
+@SAME_CURVE
 @pytest.mark.parametrize("stage", [2, 3])
 def test_deepspeed_one_process_matches_plain_loop(one_process, tmp_path, stage):
     # Micro-batch 1 x 4 accumulation steps: DeepSpeed must not rescale the loss by 1/grad_accum.
@@ -90,6 +96,7 @@ def _start(run: Path, out: Path, *overrides: str) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
 
 
+@RESUMED
 @pytest.mark.parametrize(("sig", "launcher"), [
     (signal.SIGTERM, []),
     (signal.SIGKILL, []),
