@@ -31,7 +31,8 @@ from percli.data.collate import fit_profile, pad_rows
 from percli.data.longlamp import load_examples, subsample
 from percli.device import default_device
 from percli.errors import ConfigError, DataError, EnvironmentProblem
-from percli.io import atomic_write_json, atomic_write_jsonl, numbered_jsonl
+from percli.eval_inputs import VLLM_MISSING, read_predictions
+from percli.io import atomic_write_json, atomic_write_jsonl
 from percli.log import log, result
 from percli.models import chat_prompt_ids, checkpoint_dir, load_model_and_tokenizer, load_tokenizer
 
@@ -200,28 +201,6 @@ def _write_and_report(rows: list[dict], extra: dict, cfg: DictConfig, run_dir: P
     return scores
 
 
-def read_predictions(path: Path) -> list[dict]:
-    """Rows of a predictions jsonl ({prediction, reference} and optional id/name, planted_words)."""
-    if not path.is_file():
-        raise DataError(f"eval.predictions={path} does not exist; point it at a jsonl of "
-                        "{\"prediction\": ..., \"reference\": ...} rows (e.g. an earlier run's predictions.jsonl)")
-    rows = []
-    for lineno, row in numbered_jsonl(path):
-        if not isinstance(row, dict) or not isinstance(row.get("prediction"), str) \
-                or not isinstance(row.get("reference"), str):
-            raise DataError(f"{path}:{lineno} needs string fields 'prediction' and 'reference'")
-        out = {"id": str(row.get("id", row.get("name", lineno))), "prediction": row["prediction"],
-               "reference": row["reference"]}
-        if row.get("planted_words"):
-            out["planted_words"] = list(row["planted_words"])
-        if row.get("user_id") is not None:
-            out["user_id"] = str(row["user_id"])
-        rows.append(out)
-    if not rows:
-        raise DataError(f"eval.predictions={path} has no rows")
-    return rows
-
-
 # ------------------------------------------------------------------------------------------- entry points
 def _generation_options(cfg: DictConfig) -> dict:
     e = cfg.eval
@@ -279,10 +258,7 @@ def _require_vllm() -> Any:
     try:
         import vllm  # an optional extra in its own environment (it pins another torch)
     except ImportError:
-        raise EnvironmentProblem(
-            "eval.backend=vllm needs vLLM, which is not installed here; vLLM pins its own torch, so install it "
-            "in a separate environment (pip install -e '.[vllm]') or use eval.backend=hf"
-        ) from None
+        raise EnvironmentProblem(VLLM_MISSING) from None
     return vllm
 
 

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from percli.errors import ConfigError, EnvironmentProblem
+from percli.eval_inputs import check_vllm_installed, read_predictions
 from percli.hub import hub_model_dir
 from percli.paths import CONF_DIR
 from percli.rundir import check_fresh_run_dir
@@ -84,7 +85,7 @@ def preflight(command: str, overrides: list[str], multirun: bool = False, check_
         if not multirun and any(o.startswith("hydra.run.dir=") for o in job):
             check_fresh_run_dir(Path(OmegaConf.select(cfg, "hydra.run.dir")), cfg)
         if check_environment:
-            _check_model_reachable(cfg)
+            _check_environment(cfg)
         composed.append((job, cfg))
     # Registry names last: reading a registry imports torch, which a bad value above need not wait for.
     if check_environment:
@@ -100,11 +101,18 @@ def _in_job(check: Callable[[DictConfig], None], cfg: DictConfig, job: list[str]
         raise ConfigError(f"{e}" + (f" (in sweep job {' '.join(job)})" if num_jobs > 1 else "")) from None
 
 
-def _check_model_reachable(cfg: DictConfig) -> None:
-    """A missing model.path, or a hub model that is neither cached nor downloadable, fails here,
-    before torch is even imported."""
+def _check_environment(cfg: DictConfig) -> None:
+    """What a job reads besides its config fails here, before torch is even imported: a predictions file to
+    score, vLLM for eval.backend=vllm, a missing model.path, or a hub model neither cached nor downloadable."""
+    evaluation = cfg.get("eval")
+    if evaluation is not None and evaluation.get("predictions"):
+        # Read once here to validate every row in a second, again by the command to score them; no model.
+        read_predictions(Path(str(evaluation.predictions)).expanduser())
+        return
+    if evaluation is not None and evaluation.get("backend") == "vllm" and evaluation.get("after_train", True):
+        check_vllm_installed()
     model = cfg.get("model")
-    if model is None or (cfg.get("eval") is not None and cfg.eval.get("predictions")):
+    if model is None:
         return
     if model.get("path"):
         if not (Path(model.path).expanduser() / "config.json").exists():

@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import only_run_dir
+from helpers import REPO, only_run_dir
 
 from percli.data.collate import pad_rows
 from percli.errors import DataError
+from percli.eval_inputs import VLLM_MISSING, read_predictions
 from percli.evaluation import (
     eval_prompt_ids,
     evaluate_model,
     generate,
     planted_recall,
-    read_predictions,
 )
 from percli.preflight import compose_config
 
@@ -64,20 +67,27 @@ def test_read_predictions_validates(tmp_path: Path):
         read_predictions(bad)
 
 
-def test_cli_missing_predictions_file_is_one_line_exit_1(cli, tmp_path: Path):
-    proc = cli("eval", f"eval.predictions={tmp_path / 'nope.jsonl'}")
-    assert proc.returncode == 1
-    assert proc.stderr.strip().splitlines()[-1].startswith("percli: error: eval.predictions=")
-    assert "does not exist" in proc.stderr
+# `percli eval` with a missing predictions file, or the vLLM backend without vLLM: one line, exit 1, from the
+# preflight, before torch or any data is loaded (the CLI's own process reports whether torch was imported).
+_TORCH_LOADED = ("import sys\nfrom percli.cli import main\ntry:\n    main(sys.argv[1:])\n"
+                 "finally:\n    print('torch loaded:', 'torch' in sys.modules)")
 
 
-def test_cli_vllm_backend_without_vllm_fails_cleanly(cli):
-    if importlib.util.find_spec("vllm") is not None:
+@pytest.mark.parametrize("case", ["missing predictions", "vllm"])
+def test_eval_input_errors_are_one_line_before_torch_loads(tmp_path: Path, case: str):
+    if case == "vllm" and importlib.util.find_spec("vllm") is not None:
         pytest.skip("vllm is installed here; this checks the message when it is not")
-    proc = cli("eval", "eval.backend=vllm", *SMALL)
-    assert proc.returncode == 1
-    assert "eval.backend=vllm needs vLLM, which is not installed here" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    missing = tmp_path / "nope.jsonl"
+    args = [f"eval.predictions={missing}"] if case == "missing predictions" else ["eval.backend=vllm", *SMALL]
+    env = {**os.environ, "PERCLI_OUTPUT_DIR": str(tmp_path / "outputs"), "WANDB_MODE": "disabled"}
+    proc = subprocess.run([sys.executable, "-c", _TORCH_LOADED, "eval", *args], capture_output=True, text=True,
+                          env=env, cwd=REPO, timeout=120)
+    assert (proc.returncode, proc.stdout) == (1, "torch loaded: False\n")
+    expected = (f"percli: error: eval.predictions={missing} does not exist; point it at a jsonl of "
+                '{"prediction": ..., "reference": ...} rows (e.g. an earlier run\'s predictions.jsonl)'
+                if case == "missing predictions" else f"percli: error: {VLLM_MISSING}")
+    assert proc.stderr.strip() == expected
+    assert not (tmp_path / "outputs").exists()  # no run dir for a job that never ran
 
 
 def test_cli_tiny_generates_and_scores(cli, tmp_path: Path):
