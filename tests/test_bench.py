@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from scripts.bench import subject
+from scripts.bench import generation, subject
 from scripts.bench.data import profile_words_for, write_review_data
 from scripts.bench.naive import perce_vs_naive
 from scripts.bench.stats import Timing, interleaved, ratio_ci
@@ -90,3 +90,33 @@ def test_back_to_back_runs_agree_when_each_ratio_lies_in_the_others_ci():
                                                                 "lies in the other run's CI")
     apart = [first, {"ratio": 1.20, "ci": [1.15, 1.25]}]
     assert repeat_lines({"repeats": {"k": apart}})[2].endswith("**disagree**: the CIs do not overlap")
+
+
+def test_generation_passes_time_both_batch_sizes_in_one_process(tmp_path):
+    data = write_review_data(tmp_path / "d", profile_item_words=20, response_words=30, n_examples=2)
+    out = generation.passes({"data": str(data), "model": "tiny", "batch_size": 2, "new_tokens": 3,
+                             "with_profile": True, "a_first": False})
+    assert out["prompts"] == 2 and out["prompt_tokens_mean"] > 0
+    assert all(out[side]["cpu_s"] > 0 and out[side]["wall_s"] > 0 for side in ("batch_1", "batched"))
+    # one new token per prompt (prefill + one step) takes part of the time of three
+    assert all(0 < share < 1 for share in out["prefill_share"].values())
+
+
+def test_generation_pairs_run_each_in_a_fresh_process(monkeypatch, tmp_path):
+    specs = []
+    canned = iter([(3.0, 1.0, 0.5), (4.0, 1.0, 0.25)])  # (batch-1 s, batched s, prefill share) per process
+
+    def fake_child(kind: str, spec: dict, threads: int) -> dict:
+        specs.append((kind, spec["a_first"], threads))
+        one, many, share = next(canned)
+        return {"batch_1": {"wall_s": one, "cpu_s": one}, "batched": {"wall_s": many, "cpu_s": many},
+                "prompts": 8, "prompt_tokens_mean": 81.0, "prefill_share": {"batch_1": share, "batched": share}}
+
+    monkeypatch.setattr(generation, "run_child", fake_child)
+    out = generation.throughput(tmp_path, batch_size=8, new_tokens=32, with_profile=True, threads=1, **QUICK)
+    assert specs == [("generate", True, 1), ("generate", False, 1)]  # one child per pair, order swapped
+    assert out["processes"] == out["cpu"]["pairs"] == 2
+    assert out["gen_batch_speedup"] == pytest.approx(math.sqrt(3.0 * 4.0))  # geometric mean of 3x and 4x
+    assert out["batch_1_tokens_per_s_cpu"] == pytest.approx(8 * 32 / 3.5)  # median of 3 s and 4 s
+    assert out["batched_tokens_per_s_cpu"] == pytest.approx(8 * 32 / 1.0)
+    assert out["prefill_share"] == {"batch_1": pytest.approx(0.375), "batched": pytest.approx(0.375)}

@@ -64,8 +64,8 @@ def core(work: Path, args, save) -> dict:
     contrast.update({k: contrast["runs"]["a"][0][k] for k in ("tokens", "vocab", "full_logits_fp32_mb")})
     save({"contrast_memory": contrast})
     gen_data = write_review_data(work / "gen", profile_item_words=words, response_words=RESPONSE_WORDS, n_examples=8)
-    gen = generation.throughput(gen_data, batch_size=8, new_tokens=32, with_profile=False,
-                                half_width=args.half_width, time_cap_s=args.cap / 2, min_pairs=3)
+    gen = generation.throughput(gen_data, batch_size=8, new_tokens=32, with_profile=False, threads=args.threads,
+                                half_width=args.half_width, time_cap_s=args.cap, min_pairs=3)
     return {"gen_batch_speedup": gen["gen_batch_speedup"], "gen_batch_speedup_ci": gen["cpu"]["ci"],
             "generation": gen}
 
@@ -127,7 +127,7 @@ def peers(work: Path, args, save) -> dict:
         gen_data = write_review_data(work / "gen-long", profile_item_words=words * 3, response_words=RESPONSE_WORDS,
                                      n_examples=args.long_prompts)
         gen = generation.throughput(gen_data, batch_size=args.long_prompts, new_tokens=128, with_profile=True,
-                                    half_width=args.half_width, time_cap_s=1.0, min_pairs=2)
+                                    threads=args.threads, half_width=args.half_width, time_cap_s=1.0, min_pairs=2)
         save({"generation_long": gen, "gen_long_batch_speedup": gen["gen_batch_speedup"],
               "gen_long_batch_speedup_ci": gen["cpu"]["ci"]})
     return {}

@@ -1,4 +1,5 @@
-"""`python -m scripts.bench.child KIND SPEC THREADS`: one peak-memory measurement in this fresh process.
+"""`python -m scripts.bench.child KIND SPEC THREADS`: one measurement in this fresh process (peak memory,
+or the timed generation passes of one pair).
 
 KIND names the work (see MEASURES); SPEC is a JSON object with its parameters. Prints one JSON line.
 """
@@ -14,7 +15,7 @@ import torch
 
 from percli.models import load_model_and_tokenizer
 from percli.scoring import response_logprobs
-from scripts.bench import subject
+from scripts.bench import generation, subject
 from scripts.bench.memory import make_resident, peak_above_baseline_mb
 from scripts.bench.naive import NaivePerCE, naive_logprobs
 
@@ -70,6 +71,7 @@ MEASURES = {
     "naive": naive_steps,
     "lean_logp": lambda spec, work: _logprob_memory(spec, lean=True),
     "naive_logp": lambda spec, work: _logprob_memory(spec, lean=False),
+    "generate": lambda spec, work: generation.passes(spec),
 }
 
 

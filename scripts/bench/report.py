@@ -41,7 +41,7 @@ def table_rows(res: dict) -> list[str]:
         g = res["generation"]
         rows.append(_timed("batched / batch-1 generation, short prompts", g, ">= 4x", g["gen_batch_speedup"] >= 4,
                            f"{g['batched_tokens_per_s_cpu']:.1f} vs {g['batch_1_tokens_per_s_cpu']:.1f} tok/s (CPU), "
-                           f"batch {g['batch_size']}, {g['prompt_tokens_mean']:.0f}-token prompts"))
+                           f"batch {g['batch_size']}, {g['prompt_tokens_mean']:.0f}-token prompts{_fresh(g)}"))
     if "pairs" in res.get("contrast_memory", {}):
         c = res["contrast_memory"]
         rows.append(_row(f"lean / naive contrast log-prob memory, V={c['vocab']:,}, T={c['tokens']}", c["ratio"],
@@ -82,8 +82,13 @@ def table_rows(res: dict) -> list[str]:
         rows.append(_timed("batched / batch-1 generation, LongLaMP prompts", g, "reported", None,
                            f"{g['prompt_tokens_mean']:.0f}-token prompts, {g['new_tokens']} new tokens, batch "
                            f"{g['batch_size']}; prefill {share['batch_1']:.0%} of batch-1 time, "
-                           f"{share['batched']:.0%} of batched"))
+                           f"{share['batched']:.0%} of batched{_fresh(g)}"))
     return rows
+
+
+def _fresh(gen: dict) -> str:
+    # Results written before generation pairs ran in fresh processes have no "processes" key.
+    return ", a fresh process per pair" if gen.get("processes") else ""
 
 
 def agree(runs: list[dict]) -> bool:
