@@ -51,9 +51,11 @@ def compare_runs(baseline: str | Path, other: str | Path, metrics: Sequence[str]
 
 def summary(res: dict) -> str:
     """A few lines for the terminal: one per metric, deltas x100 with the CI, * where the CI excludes 0."""
+    errors = [m["mc_error"] for m in res["metrics"].values() if m.get("mc_error") is not None]
     head = (f"other - baseline over {res['n_examples']} paired examples ({res['n_clusters']} "
-            f"{res['cluster_by']} clusters), {res['confidence']:.0%} CI, {res['resamples']} resamples; "
-            "* = CI excludes 0")
+            f"{res['cluster_by']} clusters), {res['confidence']:.0%} CI, {res['resamples']} resamples"
+            + (f" (Monte Carlo error of the CI limits <= {max(errors) * 100:.3f} points)" if errors else "")
+            + "; * = CI excludes 0")
     lines = [head]
     for metric, m in res["metrics"].items():
         d = statistics.Delta(**m)

@@ -25,7 +25,7 @@ from percli.report.select import build_cells, select
 
 def build_table(runs: str | Path, out_dir: str | Path, metrics: list[str], *, baseline_loss: str = "ce",
                 select_metric: str = "meteor", select_split: str = "val", report_split: str = "test",
-                confidence: float = 0.95, resamples: int = 2000, seed: int = 0,
+                confidence: float = 0.95, resamples: int = 20_000, seed: int = 0,
                 plots: bool = True) -> dict[str, Path]:
     """Scan `runs`, write table.md/.csv/.tex (and loss_curves.png) into `out_dir`; return the written paths."""
     evaluations, skipped = collect(find_run_dirs(runs))

@@ -32,7 +32,7 @@ def test_a_run_against_itself_gives_zero_delta_and_ci_through_the_cli(cli, tmp_p
     assert proc.returncode == 0, proc.stderr
     out = json.loads((tmp_path / "cmp" / "compare.json").read_text())
     assert (out["n_examples"], out["n_clusters"], out["cluster_by"], out["resamples"], out["confidence"]) == \
-        (3, 2, "user", 2000, 0.95)
+        (3, 2, "user", 20000, 0.95)
     assert list(out["metrics"]) == ["rouge1", "meteor"]
     for m in out["metrics"].values():
         assert (m["delta"], m["ci_low"], m["ci_high"], m["p_value"]) == (0.0, 0.0, 0.0, 1.0)
@@ -53,8 +53,22 @@ def test_known_shift_is_recovered_within_the_ci(tmp_path: Path) -> None:
     assert r1["rel_delta"] == pytest.approx(r1["delta"] / float(base.mean()))
     assert (met["delta"], met["ci_low"], met["ci_high"]) == pytest.approx((0.1, 0.1, 0.1))
     assert (out["n_clusters"], out["cluster_by"]) == (20, "user")
+    assert met["mc_error"] < 1e-12 < r1["mc_error"]
     assert summary(out).splitlines()[0] == ("other - baseline over 60 paired examples (20 user clusters), 95% CI, "
-                                            "999 resamples; * = CI excludes 0")
+                                            f"999 resamples (Monte Carlo error of the CI limits <= "
+                                            f"{r1['mc_error'] * 100:.3f} points); * = CI excludes 0")
+
+
+def test_default_resamples_keep_the_monte_carlo_error_below_a_tenth_of_a_point(tmp_path: Path) -> None:
+    """48 users with a residual SD of 10.9 points (the study's): at the default resamples every metric's CI
+    limits carry a Monte Carlo error below 0.1 points; at 2,000 they do not."""
+    rng = np.random.default_rng(0)
+    base = rng.normal(0.24, 0.08, 48)
+    other = base - 0.03 + rng.normal(0, 0.109, 48)
+    a = write_scores(tmp_path / "a", rows_for({"meteor": base.tolist()}))
+    b = write_scores(tmp_path / "b", rows_for({"meteor": other.tolist()}))
+    assert compare_runs(a, b)["metrics"]["meteor"]["mc_error"] < 0.001
+    assert compare_runs(a, b, resamples=2000)["metrics"]["meteor"]["mc_error"] > 0.001
 
 
 def test_planted_recall_is_compared_where_present(tmp_path: Path) -> None:

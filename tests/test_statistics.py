@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from percli.statistics import (
+    DEFAULT_RESAMPLES,
     cluster_sums,
     format_delta,
+    holm,
     paired_delta,
     pooled_delta,
     sign_flip_p_value,
+    t_interval,
     two_level_bootstrap,
 )
 
@@ -87,6 +91,66 @@ def test_pooled_delta_is_the_mean_over_seeds() -> None:
 def test_format_delta() -> None:
     d = paired_delta([0.2, 0.4], [0.25, 0.45])
     assert format_delta(d) == "+5.00 [+5.00, +5.00] (+16.7%)*"
+
+
+def test_t_interval_over_seed_means_by_hand() -> None:
+    """Seed means 1, 2, 6: mean 3, sd sqrt(7), se sqrt(7/3); t(0.975, 2) from scipy by hand."""
+    low, high, p = t_interval([1.0, 2.0, 6.0])
+    se = np.sqrt(7 / 3)
+    q = stats.t.ppf(0.975, 2)
+    assert (low, high) == pytest.approx((3 - q * se, 3 + q * se))
+    assert p == pytest.approx(2 * stats.t.sf(3 / se, 2))
+    assert (round(low, 4), round(high, 4)) == (-3.5724, 9.5724)
+    with pytest.raises(ValueError, match="2 or more seeds, got 1"):
+        t_interval([1.0])
+
+
+def test_pooled_delta_carries_the_t_interval_of_its_seed_means() -> None:
+    # 3 seeds x 2 users, one item each: seed means of the difference are 0.01, 0.02 and 0.06.
+    base = np.zeros((3, 2))
+    other = np.array([[0.0, 0.02], [0.01, 0.03], [0.05, 0.07]])
+    d = pooled_delta(base, other, ["a", "b"], resamples=2000)
+    low, high, p = t_interval([0.01, 0.02, 0.06])
+    assert (d.t_low, d.t_high, d.t_p_value) == pytest.approx((low, high, p))
+    # Every bootstrap draw is positive (all differences are >= 0, most > 0), but the t-interval includes 0:
+    # not significant, and format_delta shows both intervals.
+    assert d.ci_low > 0 and d.t_low < 0 < d.t_high and not d.significant
+    assert format_delta(d) == f"+3.00 [{d.ci_low * 100:+.2f}, {d.ci_high * 100:+.2f}] t[-3.57, +9.57]"
+
+
+def test_holm_adjusts_step_down() -> None:
+    """m = 3: p sorted 0.01, 0.02, 0.04 -> 0.03, 0.04, max(0.04, 0.04) = 0.04; capped at 1."""
+    assert holm({"a": 0.04, "b": 0.01, "c": 0.02}) == pytest.approx({"b": 0.03, "c": 0.04, "a": 0.04})
+    assert holm({"a": 0.5, "b": 0.6}) == pytest.approx({"a": 1.0, "b": 1.0})
+    assert holm({}) == {}
+
+
+def _study_like(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """3 seeds x 48 users with the study's variance components of PerCE - CE (x100: seed SD 1.9, user SD 3.5,
+    residual 10.9) around a delta of -3 points."""
+    base = rng.normal(0.24, 0.08, (3, 48))
+    other = base - 0.03 + rng.normal(0, 0.019, (3, 1)) + rng.normal(0, 0.035, (1, 48)) + rng.normal(0, 0.109, (3, 48))
+    return base, other, list(range(48))
+
+
+def _limit_spread(resamples: int) -> tuple[float, float]:
+    """(largest SD of a CI limit over 20 bootstrap RNG seeds, largest reported mc_error), one-seed and pooled."""
+    base, other, users = _study_like(np.random.default_rng(0))
+    spreads, reported = [], []
+    for deltas in ([paired_delta(base[0], other[0], users, resamples=resamples, seed=s) for s in range(20)],
+                   [pooled_delta(base, other, users, resamples=resamples, seed=s) for s in range(20)]):
+        spreads += [np.std([d.ci_low for d in deltas], ddof=1), np.std([d.ci_high for d in deltas], ddof=1)]
+        reported += [d.mc_error for d in deltas]
+    return float(max(spreads)), float(max(reported))
+
+
+def test_ci_limits_have_a_monte_carlo_error_below_a_tenth_of_a_point() -> None:
+    """At the default resamples a CI limit moves by < 0.001 (0.1 points x100) between bootstrap RNG seeds, and
+    the reported mc_error says so; at 2,000 resamples (the old default) both exceed it, so this test fails there."""
+    spread, reported = _limit_spread(DEFAULT_RESAMPLES)
+    assert DEFAULT_RESAMPLES >= 20_000 and spread < 0.001 and reported < 0.001, (spread, reported)
+    spread, reported = _limit_spread(2000)
+    assert spread > 0.001 and reported > 0.001, (spread, reported)
 
 
 # Coverage: 400 simulated studies with a known mean difference of 0.02 and users with shared effects

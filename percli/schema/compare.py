@@ -14,7 +14,7 @@ FIELDS: dict[str, Field] = {
     "metrics": Field(list, "metrics to compare (null: every metric both runs score)", choices=score_keys,
                      nullable=True),
     "resamples": Field(int, "bootstrap resamples, and permutations of the sign-flip test", lambda v: v >= 100,
-                       "an integer >= 100 (e.g. 2000)"),
+                       "an integer >= 100 (e.g. 20000)"),
     "confidence": Field(NUMBER, "confidence level of the intervals", between(0, 1, lo_open=True, hi_open=True),
                         "a number in (0, 1) such as 0.95"),
     "method": Field(str, "scipy.stats.bootstrap's interval method", choices=("percentile", "basic", "BCa")),

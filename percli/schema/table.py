@@ -34,6 +34,6 @@ FIELDS: dict[str, Field] = {
                           expect="a split name such as test"),
     "confidence": Field(NUMBER, "confidence level of the delta CIs", between(0, 1, lo_open=True, hi_open=True),
                         "a number in (0, 1) such as 0.95"),
-    "resamples": Field(int, "bootstrap resamples per delta", lambda v: v >= 100, "an integer >= 100 (e.g. 2000)"),
+    "resamples": Field(int, "bootstrap resamples per delta", lambda v: v >= 100, "an integer >= 100 (e.g. 20000)"),
     "plots": Field(bool, "write loss_curves.png from each train run's train_log.jsonl"),
 }
