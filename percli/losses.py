@@ -1,6 +1,6 @@
-"""Token weights for `loss=ce|perce|longce|lossce|entce` and the weighted CE with global token normalisation.
+"""Token weights for `loss=ce|perce|longce|lossce|entce|dft` and the weighted CE with global token normalisation.
 
-All five losses share one form, so they differ only in the weights:
+All six losses share one form, so they differ only in the weights:
 
     L = -(1/N) * sum_t w_t * log P(y_t | p, x, y<t)
 
@@ -17,10 +17,17 @@ loss.max_weight, defaults 0.8 / 5.0):
           Rho-1 style: hard tokens weigh more)
 - entce:  w_t = clip(H_t / mean_e(H), min, max),  H_t = predictive entropy (nats) of P(. | p,x,y<t), detached
           (uncertain positions weigh more)
+- dft:    w_t = clip(P(y_t|p,x,y<t), min, max), conf/loss/dft.yaml sets [0, 1] (no clipping): the token's own
+          probability, detached, as TRL's SFT `loss_type="dft"` (Dynamic Fine-Tuning; confident tokens weigh more)
 
 mean_e(.) is the mean over the response tokens of the token's own example, so LossCE and EntCE weights are
 scale-free with mean 1 before clipping, comparable with PerCE weights (PIR in nats, clipped to the same
 range). An example whose score is zero everywhere (mean 0) gets w_t = 1.
+
+Only the relative weights matter to the optimizer here: AdamW divides each update by the root of its second
+moment, so a constant factor c on the loss scales the gradient and that root alike and cancels (up to eps),
+and clipping the gradient norm before the step cancels it too, so training CE with the loss times a PerCE
+run's mean weight is training CE, not CE at a smaller step size (tests/test_losses.py checks both).
 
 `LOSSES` is the registry: `loss=NAME` (conf/loss/NAME.yaml, `name: NAME`) selects `LOSSES[NAME]`. Adding a
 loss is one `@register_loss` function returning the detached raw score (or None for w=1) and one YAML file.
@@ -124,10 +131,15 @@ def _entce(*, logp_full: Tensor, logp_free: Tensor | None, entropy: Tensor | Non
     return _normalised(entropy.detach().float(), row)
 
 
+@register_loss("dft", "DFT")
+def _dft(*, logp_full: Tensor, logp_free: Tensor | None, entropy: Tensor | None, row: Tensor) -> Tensor:
+    return logp_full.detach().float().exp()
+
+
 def raw_scores(name: str, *, logp_full: Tensor, logp_free: Tensor | None = None,
                entropy: Tensor | None = None, row: Tensor) -> Tensor | None:
-    """The detached score before clipping (PIR for perce, exp(PIR) for longce, normalised NLL / entropy);
-    None for ce."""
+    """The detached score before clipping (PIR for perce, exp(PIR) for longce, normalised NLL / entropy,
+    the token probability for dft); None for ce."""
     return get_loss(name).score(logp_full=logp_full, logp_free=logp_free, entropy=entropy, row=row)
 
 

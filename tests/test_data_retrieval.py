@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+from helpers import composed
 from omegaconf import OmegaConf
 
 from percli.data import dense, retrieval
+from percli.data.collate import fit_profile
 from percli.data.dense import DenseRetriever
 from percli.data.example import Example
+from percli.data.longlamp import load_examples
 from percli.data.retrieval import (
     bm25_rank,
     corpus_strings,
@@ -106,3 +110,23 @@ def test_contriever_offline_names_the_offline_alternatives(monkeypatch: pytest.M
     cfg = OmegaConf.create({"name": "contriever", "model_id": "facebook/contriever-not-cached"})
     with pytest.raises(EnvironmentProblem, match="use retriever=minilm .* or retriever=bm25"):
         dense.dense_model_dir(cfg)
+
+
+def test_k0_renders_the_profile_free_prompt(tmp_path: Path) -> None:
+    """retriever.k=0 (LongLaMP's non-personalised baseline): no item is retrieved, whatever the retriever (recency
+    would otherwise slice profile[-0:], the whole profile), and the full prompt is the input alone."""
+    item = {"summary": "Cafe", "content": "I ran 26 miles!"}
+    rec = {"author": "u1", "input": "Generate the content for a reddit post X", "output": "Done.",
+           "profile": [item, item]}
+    (tmp_path / "test.jsonl").write_text(json.dumps(rec) + "\n", encoding="utf-8")
+    prompts = {}
+    for k in (0, 1):
+        cfg = composed("data", "task=topic", "data=local", "retriever=recency", f"retriever.k={k}",
+                       f"data.path={tmp_path}", "data.split=test", f"paths.cache_dir={tmp_path / 'cache'}")
+        (ex,) = load_examples(cfg, "test")
+        prompts[k] = fit_profile("topic", ex.input, ex.profile, 2048, str.split)[0]
+    assert prompts[0] == "Generate the content for a reddit post X"
+    assert prompts[1] == '"Cafe" is a summary for "i ran 26 miles!" . Following the given patterns, ' \
+        "Generate the content for a reddit post X"
+    assert retrieve([Example(id="e", user_id="u", task="topic", input="q", output="o", profile=[item] * 3)], "topic",
+                    OmegaConf.create({"name": "recency", "k": 0})) == [[]]

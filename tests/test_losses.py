@@ -51,6 +51,44 @@ def test_longce_ratio_weight_hand_computed_with_no_floor():
         raw_scores("longce", logp_full=LOGP_FULL, row=ROW)
 
 
+def test_dft_weight_is_the_detached_token_probability():
+    conf = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "loss" / "dft.yaml")
+    assert (conf.name, conf.min_weight, conf.max_weight) == ("dft", 0.0, 1.0)
+    logp = LOGP_FULL.clone().requires_grad_(True)
+    w = token_weights("dft", logp_full=logp, row=ROW, min_weight=conf.min_weight, max_weight=conf.max_weight)
+    # exp([-1, -2, -0.5, -3, -0.25]), by hand
+    torch.testing.assert_close(w, torch.tensor([0.3678794, 0.1353353, 0.6065307, 0.0497871, 0.7788008]))
+    assert not w.requires_grad
+    # (0.3678794*1 + 0.1353353*2 + 0.6065307*0.5 + 0.0497871*3 + 0.7788008*0.25) / 5 = 1.2858769 / 5
+    assert weighted_nll(logp, w, 5).item() == pytest.approx(0.2571754, abs=1e-6)
+    assert not Schedule("dft", 0.0, 1.0).needs_free_pass(0)
+
+
+def _trained(scale: float, optimizer: str, clip: float | None) -> torch.Tensor:
+    """The weights of a linear regression after 5 steps on `scale` x its loss."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+    x, y = torch.randn(16, 4), torch.randn(16, 1) * 10
+    opt = (torch.optim.AdamW(model.parameters(), lr=0.05) if optimizer == "adamw"
+           else torch.optim.SGD(model.parameters(), lr=0.01))
+    for _ in range(5):
+        opt.zero_grad()
+        (scale * ((model(x) - y) ** 2).mean()).backward()
+        if clip is not None:
+            assert float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip)) > clip / scale
+        opt.step()
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def test_a_constant_loss_scale_does_nothing_under_adamw_or_clipping():
+    """The losses.py sentence: AdamW cancels a constant factor on the loss (up to eps), and so does clipping the
+    gradient norm when it exceeds the limit; plain SGD without clipping does not (the test can tell)."""
+    torch.testing.assert_close(_trained(0.8, "adamw", None), _trained(1.0, "adamw", None), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(_trained(0.8, "adamw", 1.0), _trained(1.0, "adamw", 1.0), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(_trained(0.8, "sgd", 1.0), _trained(1.0, "sgd", 1.0), rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(_trained(0.8, "sgd", None), _trained(1.0, "sgd", None), rtol=1e-3)
+
+
 def test_lossce_and_entce_hand_computed():
     # NLL = [1, 2, 0.5 | 3, 0.25]; example means 3.5/3 and 3.25/2
     w = token_weights("lossce", logp_full=LOGP_FULL, row=ROW, **W)

@@ -1,4 +1,5 @@
 """Top-k profile retrieval as the official LongLaMP code does it: bm25 | contriever | minilm | random | recency.
+`retriever.k=0` gives no profile at all (the prompt is the input alone).
 
 Corpus and query strings per task follow TEMPLATE.md. Results (item indices per example) are cached on
 disk under `<cache_dir>/retrieval/`, keyed by a fingerprint of the data and the retriever config, so a
@@ -110,7 +111,12 @@ RETRIEVERS: dict[str, Callable[[Sequence[Example], str, DictConfig], list[list[i
 
 def retrieve(examples: Sequence[Example], task: str, retriever_cfg: DictConfig,
              cache_dir: Path | None = None) -> list[list[int]]:
-    """Indices of each example's retrieved profile items, best first; cached when `cache_dir` is given."""
+    """Indices of each example's retrieved profile items, best first; cached when `cache_dir` is given.
+
+    `retriever.k=0` retrieves nothing: every prompt is the input alone, the profile-free prompt (LongLaMP's
+    non-personalised baseline), whatever the retriever."""
+    if int(retriever_cfg.k) == 0:
+        return [[] for _ in examples]
     path = None
     if cache_dir is not None:
         path = Path(cache_dir) / "retrieval" / f"{task}-{retriever_cfg.name}-{fingerprint(examples, task, retriever_cfg)}.json"

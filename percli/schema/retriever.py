@@ -18,7 +18,8 @@ def _retrievers() -> Iterable[str]:
 FIELDS: dict[str, Field] = {
     "name": Field(str, "how profile items are ranked: lexical (bm25), dense (contriever, minilm), random or newest first",
                   choices=_retrievers),
-    "k": Field(int, "profile items per prompt", positive, "a positive integer (the paper uses 4)"),
+    "k": Field(int, "profile items per prompt; 0: no profile, the prompt is the input alone (LongLaMP's "
+                    "non-personalised baseline)", non_negative, "a non-negative integer (the paper uses 4; 0: no profile)"),
     "model_id": Field(str, "dense: HF repo id or local dir of the encoder"),
     "batch_size": Field(int, "dense: texts per encoder forward", positive, "a positive integer"),
     "max_length": Field(int, "dense: tokens per text (padded and truncated)", between(2, 8192),
