@@ -15,11 +15,18 @@ Aggregation:
   same draws come from a private `RandomState(seed)`, which yields the stream `np.random.seed(seed)` would,
   so seed 0 equals evaluate run right after `np.random.seed(0)` and the caller's global RNG is never touched.
   METEOR has no aggregator in evaluate: it is the mean in both modes.
+
+Planted recall (synthetic data): of the user's planted names that the reference itself contains, the share
+the prediction contains too (whole words, case-insensitive). `names_within` first cuts the reference to the
+generation length in tokens, so a name the model had no room to write does not count: a generation equal to
+its reference scores 1.0.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from nltk import word_tokenize
@@ -28,6 +35,9 @@ from rouge_score import rouge_scorer
 
 from percli.errors import DataError
 from percli.nltk_data import ensure_nltk_data
+
+if TYPE_CHECKING:  # only the caller's tokenizer object is used
+    from transformers import PreTrainedTokenizerBase
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
 METRIC_KEYS = (*ROUGE_TYPES, "meteor")
@@ -50,6 +60,25 @@ def _check_inputs(predictions: Sequence[str], references: Sequence[str]) -> None
                 f"example {i}: prediction and reference must be strings, got "
                 f"{type(p).__name__} and {type(r).__name__}"
             )
+
+
+def names_in(text: str, words: Sequence[str]) -> list[str]:
+    """The `words` that occur in `text` as whole words, case-insensitively, in the order given."""
+    low = text.lower()
+    return [w for w in words if re.search(rf"\b{re.escape(w.lower())}\b", low)]
+
+
+def names_within(reference: str, words: Sequence[str], tokenizer: PreTrainedTokenizerBase, max_tokens: int
+                 ) -> list[str]:
+    """The `words` the reference names within its first `max_tokens` tokens (the generation length)."""
+    ids = tokenizer(reference, add_special_tokens=False)["input_ids"]
+    return names_in(tokenizer.decode(ids[:max_tokens]) if len(ids) > max_tokens else reference, words)
+
+
+def planted_recall(prediction: str, reference: str, words: Sequence[str]) -> float | None:
+    """Of the planted `words` the reference contains, the share the prediction contains; None when it has none."""
+    named = names_in(reference, words)
+    return len(names_in(prediction, named)) / len(named) if named else None
 
 
 def rouge_matrices(predictions: Sequence[str], references: Sequence[str]) -> dict[str, np.ndarray]:
