@@ -84,13 +84,15 @@ def preflight(command: str, overrides: list[str], multirun: bool = False, check_
         _in_job(check_values, cfg, job, len(jobs))
         if not multirun and any(o.startswith("hydra.run.dir=") for o in job):
             check_fresh_run_dir(Path(OmegaConf.select(cfg, "hydra.run.dir")), cfg)
-        if check_environment:
-            _check_environment(cfg)
         composed.append((job, cfg))
+    if not check_environment:
+        return
+    # Every job's config first, so a typo in the last job is not hidden behind the first job's missing data.
+    for _, cfg in composed:
+        _check_environment(cfg)
     # Registry names last: reading a registry imports torch, which a bad value above need not wait for.
-    if check_environment:
-        for job, cfg in composed:
-            _in_job(check_names, cfg, job, len(jobs))
+    for job, cfg in composed:
+        _in_job(check_names, cfg, job, len(jobs))
 
 
 def _in_job(check: Callable[[DictConfig], None], cfg: DictConfig, job: list[str], num_jobs: int) -> None:

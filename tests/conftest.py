@@ -7,7 +7,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import run_cli
+from helpers import OFFLINE, run_cli
+
+# Forced before any test module imports huggingface_hub or datasets (both read these once, at import), and
+# inherited by every subprocess a test starts: no test downloads anything, whatever network the machine has.
+os.environ.update(OFFLINE)
 
 # `make test` runs pytest-xdist workers, one per core. Each worker (and every CLI it starts) gets an equal
 # share of the cores as torch threads; without this each would take them all and they would fight for them.

@@ -15,14 +15,17 @@ from percli.paths import conf_options
 from percli.preflight import compose_config
 
 REPO = Path(__file__).resolve().parents[1]
-# Reference material kept beside the repo (the metric parity kit, the LongLaMP template rule).
-SHARED = REPO.parent / "shared"
+# Test data committed with the tests (the metric parity kit, a heatmap fixture).
+DATA = REPO / "tests" / "data"
+# The hubs stay unreachable for every CLI a test starts: a networked laptop must not download a 4B model.
+OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
 
 def run_cli(*args: str, output_dir: Path, env: dict | None = None, timeout: float = 600,
             cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """`percli <args>` as a user runs it, with runs written under `output_dir`."""
-    full_env = {**os.environ, "PERCLI_OUTPUT_DIR": str(output_dir), "WANDB_MODE": "disabled", **(env or {})}
+    """`percli <args>` as a user runs it, with runs written under `output_dir` and the hubs offline."""
+    full_env = {**os.environ, "PERCLI_OUTPUT_DIR": str(output_dir), "WANDB_MODE": "disabled", **(env or {}),
+                **OFFLINE}
     full_env.pop("PERCLI_DEBUG", None)
     return subprocess.run([sys.executable, "-m", "percli", *args], capture_output=True, text=True,
                           env=full_env, timeout=timeout, cwd=cwd or REPO)

@@ -67,15 +67,9 @@ def test_percli_data_bad_input_exits_1_with_one_line(tmp_path: Path) -> None:
     assert "test.jsonl line 1: the record has no 'profile' field" in r.stderr
 
 
-def test_percli_data_hub_offline_exits_fast(tmp_path: Path) -> None:
-    import time
-
-    start = time.monotonic()
-    r = run_cli("data", "data=hub", "task=abstract", output_dir=tmp_path / "o", env={"HF_HUB_OFFLINE": "1"})
-    elapsed = time.monotonic() - start
+def test_percli_data_hub_offline_exits_1(tmp_path: Path) -> None:
+    # How fast is timed in-process, on the loader itself (< 5 s, test_data_loading.py).
+    r = run_cli("data", "data=hub", "task=abstract", output_dir=tmp_path / "o")
     assert r.returncode == 1, r.stderr
     last = r.stderr.strip().splitlines()[-1]
     assert "abstract_generation_user" in last and "data.source=local data.path=DIR" in last
-    # Interpreter and Hydra start-up included, on a shared machine; the hub check itself is timed in-process
-    # (< 5 s) in test_data_loading.py.
-    assert elapsed < 60

@@ -1,4 +1,4 @@
-"""render() against the LongLaMP rule (../shared/longlamp/TEMPLATE.md), with expected strings written by hand."""
+"""render() against the official LongLaMP rule (see percli/data/prompts.py), with expected strings written by hand."""
 
 from __future__ import annotations
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import SHARED, only_run_dir, run_cli
+from helpers import DATA, only_run_dir, run_cli
 
 from percli.errors import DataError
 from percli.metrics import ROUGE_TYPES, bootstrap_mid, compute, rouge_matrices
@@ -16,7 +16,7 @@ from percli.metrics import ROUGE_TYPES, bootstrap_mid, compute, rouge_matrices
 # is built once, not once per worker.
 pytestmark = pytest.mark.xdist_group("metrics")
 
-PARITY = SHARED / "metric_parity"
+PARITY = DATA / "metric_parity"  # its README.md says where the pairs and values come from
 TOL = 1e-6
 
 # evaluate 0.4.6 itself, run on this machine with evaluate's own metrics/rouge/rouge.py (loaded from a local

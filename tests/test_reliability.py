@@ -6,7 +6,6 @@ test_train_cli.py and test_train_slow.py. This file covers data and environment 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -59,7 +58,7 @@ def test_unknown_split_is_one_line_exit_1(cli, tmp_path: Path):
 def test_empty_profiles_among_others_are_kept_and_counted(cli, tmp_path: Path):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "test.jsonl").write_bytes(_record() + _record(profile=[]) + _record())
-    r = cli("data", "data=local", f"data.path={tmp_path / 'data'}", "data.split=test")
+    r = cli("data", "data=local", "retriever=bm25", f"data.path={tmp_path / 'data'}", "data.split=test")
     assert r.returncode == 0, r.stderr
     assert "3 examples, 1 with an empty profile (kept, full prompt = input)" in r.stderr
 
@@ -71,7 +70,7 @@ def test_over_long_examples_truncate_the_profile_then_drop_and_report(cli, tmp_p
         _record(profile=[long_item, long_item])            # profile cut to fit
         + _record(input="too long " * 200)                 # the input alone exceeds the budget: dropped
         + _record(output="long answer " * 100))            # response cut at max_response_tokens
-    r = cli("data", "data=local", f"data.path={tmp_path / 'data'}", "data.split=test",
+    r = cli("data", "data=local", "retriever=bm25", f"data.path={tmp_path / 'data'}", "data.split=test",
             "data.max_prompt_tokens=200", "data.max_response_tokens=32")
     assert r.returncode == 0, r.stderr
     summary = next(line for line in (r.stderr + r.stdout).splitlines() if line.startswith("encoded "))
@@ -80,12 +79,10 @@ def test_over_long_examples_truncate_the_profile_then_drop_and_report(cli, tmp_p
     assert "1 items dropped, 1 items cut" in summary
 
 
-def test_offline_dataset_hub_fails_fast_without_env_hints(cli):
-    start = time.monotonic()
+def test_offline_dataset_hub_fails_without_env_hints(cli):
+    # How fast is timed in-process, on the loader itself (test_data_loading.py).
     r = cli("data", "data=hub", "task=topic")
-    elapsed = time.monotonic() - start
     assert r.returncode == 1
     last = r.stderr.strip().splitlines()[-1]
     assert "topic_writing_user" in last and "data.source=local data.path=DIR" in last
     assert "Traceback" not in r.stderr
-    assert elapsed < 10, elapsed  # the hub probe itself gives up after 3 s; the rest is interpreter start-up

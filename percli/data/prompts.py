@@ -1,4 +1,4 @@
-"""The official LongLaMP prompt templates, byte-exact (../shared/longlamp/TEMPLATE.md restates the rule).
+"""The official LongLaMP prompt templates, byte-exact (LongLaMP-Benchmark `longLaMP/prompts/prompts.py` @41412fe).
 
 Each retrieved item's main text goes through a tokenizer round trip (truncate to the tokenizer's
 `model_max_length`, decode without special tokens). The paper retrieves with Contriever, and the official
