@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sys
 import threading
 from functools import cache
+from pathlib import Path
 from urllib.parse import urlparse
 
-from huggingface_hub import snapshot_download
+from huggingface_hub import constants, snapshot_download
 from huggingface_hub.errors import LocalEntryNotFoundError
 
 from percli.errors import EnvironmentProblem
+
+LONGLAMP = "LongLaMP/LongLaMP"   # the dataset hub repo of data=hub
 
 
 @cache
@@ -71,3 +75,22 @@ def hub_model_dir(repo_id: str, model_name: str, download: bool = True) -> str |
     return hub_snapshot(repo_id, f"model={model_name} ({repo_id}) is not in the local HF cache and the model hub "
                                  f"is unreachable; pass model.path=DIR with a local checkpoint, or download it on a "
                                  f"machine with network (`hf download {repo_id}`)", download)
+
+
+def dataset_cached(repo_id: str, config_name: str) -> bool:
+    """True if `datasets` may load (repo_id, config_name) without the hub: its prepared Arrow copy or the repo's
+    files are in the local caches. Read from the cache layout, since importing `datasets` takes seconds."""
+    datasets_cache = Path(os.environ.get("HF_DATASETS_CACHE") or Path(constants.HF_HOME) / "datasets").expanduser()
+    namespace, _, name = repo_id.rpartition("/")
+    # datasets' own naming: namespace___snake_case_name (datasets.naming.camelcase_to_snakecase)
+    snake = re.sub(r"([a-z\d])([A-Z])", r"\1_\2", re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", name)).lower()
+    prepared = datasets_cache / (f"{namespace}___{snake}" if namespace else snake) / config_name
+    files = Path(constants.HF_HUB_CACHE) / f"datasets--{repo_id.replace('/', '--')}"
+    return prepared.is_dir() or files.is_dir()
+
+
+def check_hub_dataset(repo_id: str, config_name: str, offline_hint: str) -> None:
+    """Fail in a second, not after the hub's retries, where a dataset is neither cached nor downloadable."""
+    if not dataset_cached(repo_id, config_name) and not hub_reachable():
+        raise EnvironmentProblem(f"{repo_id} ({config_name}) is not in the local HF cache and the dataset hub is "
+                                 f"unreachable; {offline_hint}")

@@ -18,6 +18,7 @@ from hydra.errors import (
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from percli.data.longlamp import check_hub_data
 from percli.errors import ConfigError, EnvironmentProblem
 from percli.eval_inputs import check_vllm_installed, read_predictions
 from percli.hub import hub_model_dir
@@ -105,7 +106,7 @@ def _in_job(check: Callable[[DictConfig], None], cfg: DictConfig, job: list[str]
 
 def _check_environment(cfg: DictConfig) -> None:
     """What a job reads besides its config fails here, before torch is even imported: a predictions file to
-    score, vLLM for eval.backend=vllm, a missing model.path, or a hub model neither cached nor downloadable."""
+    score, vLLM for eval.backend=vllm, hub data or a hub model neither cached nor downloadable, a missing model.path."""
     evaluation = cfg.get("eval")
     if evaluation is not None and evaluation.get("predictions"):
         # Read once here to validate every row in a second, again by the command to score them; no model.
@@ -113,6 +114,9 @@ def _check_environment(cfg: DictConfig) -> None:
         return
     if evaluation is not None and evaluation.get("backend") == "vllm" and evaluation.get("after_train", True):
         check_vllm_installed()
+    data = cfg.get("data")
+    if data is not None and data.get("source") == "hub":
+        check_hub_data(cfg)
     model = cfg.get("model")
     if model is None:
         return

@@ -40,7 +40,7 @@ def test_option_names_users_rely_on():
 def test_defaults_are_the_papers():
     cfg = composed("train")
     assert (cfg.loss.name, cfg.loss.min_weight, cfg.loss.max_weight) == ("perce", 0.8, 5.0)
-    assert cfg.retriever.k == 4
+    assert (cfg.data.source, cfg.retriever.name, cfg.retriever.k) == ("hub", "contriever", 4)
     assert cfg.schedule.name == "online"
 
 

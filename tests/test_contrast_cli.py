@@ -14,7 +14,7 @@ from percli.data.example import Example
 from percli.errors import DataError
 from percli.io import read_jsonl
 
-SMALL = ["data.num_users=3", "data.examples_per_user=2", "data.profile_size=4", "data.max_prompt_tokens=384",
+SMALL = ["data=synthetic", "retriever=bm25", "data.num_users=3", "data.examples_per_user=2", "data.profile_size=4", "data.max_prompt_tokens=384",
          "data.max_response_tokens=40"]
 TOKEN_KEYS = {"text", "start", "end", "logp_full", "logp_free", "pir", "weight"}
 DATA = Path(__file__).parent / "data"
@@ -74,7 +74,7 @@ def test_contrast_local_split(cli, tmp_path: Path) -> None:
     from percli.data.synthetic import write_dataset
 
     data = write_dataset("review", tmp_path / "data", num_users=2, examples_per_user=2, profile_size=3, seed=5)
-    r = cli("contrast", "model=tiny", "data.source=local", f"data.path={data}", "data.split=test",
+    r = cli("contrast", "model=tiny", "data.source=local", f"data.path={data}", "data.split=test", "retriever=bm25",
             "data.max_prompt_tokens=256", "data.max_response_tokens=40", "loss.min_weight=0.0", "loss.max_weight=1.0")
     assert r.returncode == 0, r.stderr
     run = only_run_dir(tmp_path / "outputs", "contrast")
@@ -130,7 +130,7 @@ def test_shuffle_profiles_is_a_seeded_derangement_over_users() -> None:
 # Measured on these 12 examples (2026-11-25): own profile AUC 0.903, mean planted PIR 3.66 vs 0.20 for other
 # tokens; control (shuffled profiles) AUC 0.515, mean planted PIR -0.07 vs 0.23. On the default 96 examples:
 # 0.901 / 0.503 (README, "PerContrast on real weights").
-REAL = ["model=smollm2-135m", "data.source=synthetic", "task=review", "data.num_users=6", "data.examples_per_user=2",
+REAL = ["model=smollm2-135m", "data.source=synthetic", "retriever=bm25", "task=review", "data.num_users=6", "data.examples_per_user=2",
         "data.max_prompt_tokens=768", "data.max_response_tokens=96"]
 
 

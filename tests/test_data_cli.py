@@ -19,7 +19,7 @@ SMALL = ["data.num_users=3", "data.examples_per_user=2", "data.profile_size=5"]
                                   pytest.param("topic", marks=pytest.mark.slow)])
 def test_percli_data_synthetic_writes_prompts_and_truth(tmp_path: Path, task: str) -> None:
     out = tmp_path / "outputs"
-    r = run_cli("data", f"task={task}", "data.source=synthetic", *SMALL, f"paths.cache_dir={tmp_path / 'cache'}",
+    r = run_cli("data", f"task={task}", "data.source=synthetic", "retriever=bm25", *SMALL, f"paths.cache_dir={tmp_path / 'cache'}",
                 output_dir=out)
     assert r.returncode == 0, r.stderr
     for label in ("examples: 6 loaded, 6 encoded, 0 dropped; users: 3", "full prompt tokens", "free prompt words",
@@ -49,7 +49,7 @@ def test_percli_data_local_renders_the_official_prompt(tmp_path: Path) -> None:
     rec = {"author": "u1", "input": "Generate the content for a reddit post X", "output": "Done.", "profile": [item]}
     (tmp_path / "test.jsonl").write_text(json.dumps(rec) + "\n", encoding="utf-8")
     out = tmp_path / "outputs"
-    r = run_cli("data", "task=topic", "data=local", f"data.path={tmp_path}", "data.split=test",
+    r = run_cli("data", "task=topic", "data=local", "retriever=bm25", f"data.path={tmp_path}", "data.split=test",
                 f"paths.cache_dir={tmp_path / 'cache'}", output_dir=out)
     assert r.returncode == 0, r.stderr
     row = json.loads((only_run_dir(out, "data") / "prompts.jsonl").read_text())

@@ -86,7 +86,7 @@ def test_unknown_split_names_the_files_present(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"split='dev' has no dev.jsonl/.json/.parquet .*found: train.jsonl"):
         _local(tmp_path, split="dev")
     with pytest.raises(DataError, match=r"split='dev' is not a synthetic split"):
-        load_raw_examples(_cfg(tmp_path), "dev")
+        load_raw_examples(_cfg(tmp_path, "data=synthetic"), "dev")
 
 
 def test_bad_json_file_gives_line_number(tmp_path: Path) -> None:
@@ -99,7 +99,7 @@ def test_bad_json_file_gives_line_number(tmp_path: Path) -> None:
 def test_synthetic_written_as_local_dir_loads_identically(tmp_path: Path) -> None:
     write_dataset("abstract", tmp_path / "d", num_users=3, examples_per_user=2, profile_size=4, seed=5)
     local = _local(tmp_path, task="abstract", split="val")
-    synth = load_raw_examples(_cfg(tmp_path, "task=abstract", "data.num_users=3", "data.examples_per_user=2",
+    synth = load_raw_examples(_cfg(tmp_path, "data=synthetic", "task=abstract", "data.num_users=3", "data.examples_per_user=2",
                                    "data.profile_size=4", "data.seed=5"), "val")[0]
     assert [(e.id, e.user_id, e.input, e.output, e.profile) for e in local] == \
            [(e.id, e.user_id, e.input, e.output, e.profile) for e in synth]
@@ -109,7 +109,7 @@ def test_synthetic_written_as_local_dir_loads_identically(tmp_path: Path) -> Non
 
 
 def test_subsample_is_seeded_and_order_preserving(tmp_path: Path) -> None:
-    base = ["data.num_users=6", "data.examples_per_user=2", "data.max_examples=5", "retriever=recency"]
+    base = ["data=synthetic", "data.num_users=6", "data.examples_per_user=2", "data.max_examples=5", "retriever=recency"]
     a = [e.id for e in load_examples(_cfg(tmp_path, *base, "data.seed=1"), "train")]
     b = [e.id for e in load_examples(_cfg(tmp_path, *base, "data.seed=1"), "train")]
     c = [e.id for e in load_examples(_cfg(tmp_path, *base, "data.seed=2"), "train")]
@@ -123,18 +123,18 @@ def test_subsample_is_seeded_and_order_preserving(tmp_path: Path) -> None:
 def test_eval_max_examples_is_a_seeded_subsample_shared_by_run_seeds(tmp_path: Path) -> None:
     from percli.evaluation import _limit
 
-    whole = load_examples(_cfg(tmp_path, "data.num_users=8", "retriever=recency"), "test")
-    overrides = ["data.num_users=8", "retriever=recency", "+eval.max_examples=3"]
+    whole = load_examples(_cfg(tmp_path, "data=synthetic", "data.num_users=8", "retriever=recency"), "test")
+    overrides = ["data=synthetic", "data.num_users=8", "retriever=recency", "+eval.max_examples=3"]
     picked = [e.id for e in _limit(whole, _cfg(tmp_path, *overrides, "seed=1"))]
     assert picked == [e.id for e in _limit(whole, _cfg(tmp_path, *overrides, "seed=2"))]  # run seed: same set
     assert len(picked) == 3 and picked == sorted(picked) and picked != [e.id for e in whole[:3]]
     other = [e.id for e in _limit(whole, _cfg(tmp_path, *overrides, "data.seed=5"))]
     assert other != picked and len(other) == 3
-    assert len(_limit(whole, _cfg(tmp_path, "data.num_users=8"))) == len(whole) == 16
+    assert len(_limit(whole, _cfg(tmp_path, "data=synthetic", "data.num_users=8"))) == len(whole) == 16
 
 
 def test_load_examples_holds_retrieved_items_in_order(tmp_path: Path) -> None:
-    cfg = _cfg(tmp_path, "data.num_users=2", "data.examples_per_user=1", "retriever=recency", "retriever.k=3")
+    cfg = _cfg(tmp_path, "data=synthetic", "data.num_users=2", "data.examples_per_user=1", "retriever=recency", "retriever.k=3")
     raw = load_raw_examples(cfg, "train")[0]
     exs = load_examples(cfg, "train")
     assert exs[0].meta["retrieved"] == [7, 6, 5]

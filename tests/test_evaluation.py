@@ -25,7 +25,7 @@ from percli.evaluation import (
 from percli.preflight import compose_config
 
 # Small synthetic eval sets: the test split has max(1, examples_per_user // 2) examples per user.
-SMALL = ["data.num_users=2", "data.examples_per_user=2", "retriever.k=1"]
+SMALL = ["data=synthetic", "retriever=bm25", "data.num_users=2", "data.examples_per_user=2", "retriever.k=1"]
 METRIC_KEYS = {"rouge1", "rouge2", "rougeL", "rougeLsum", "meteor"}
 
 
@@ -152,8 +152,8 @@ def test_smollm2_batched_greedy_equals_batch_1():
     from percli.data.longlamp import load_examples
     from percli.models import load_model_and_tokenizer
 
-    cfg = compose_config("eval", ["model=smollm2-135m", "data.num_users=4", "data.examples_per_user=2",
-                                  "retriever.k=1"])
+    cfg = compose_config("eval", ["model=smollm2-135m", "data=synthetic", "retriever=bm25", "data.num_users=4",
+                                  "data.examples_per_user=2", "retriever.k=1"])
     model, tok = load_model_and_tokenizer(cfg.model, seed=0)
     examples = load_examples(cfg, "test")
     prompt_ids, _ = eval_prompt_ids(examples, tok, int(cfg.data.max_prompt_tokens))

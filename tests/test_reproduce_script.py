@@ -25,7 +25,7 @@ def script():
 
 def fake_train_run(run_dir: Path, overrides: list[str], choices: dict) -> Path:
     """A train run dir as the CLI leaves it: resolved config.yaml and Hydra's record of the group choices."""
-    cfg = compose_config("train", overrides)
+    cfg = compose_config("train", [f"data={choices['data']}", f"retriever={choices['retriever']}", *overrides])
     (run_dir / ".hydra").mkdir(parents=True)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     (run_dir / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"runtime": {"choices": choices}}}))

@@ -22,11 +22,14 @@ from percli.data.retrieval import retrieve
 from percli.data.synthetic import SPLITS as SYNTHETIC_SPLITS
 from percli.data.synthetic import USER_FIELD, generate
 from percli.errors import ConfigError, DataError, EnvironmentProblem
-from percli.hub import hub_reachable
+from percli.hub import LONGLAMP, check_hub_dataset, hub_reachable
 from percli.log import log
 from percli.paths import cache_dir
 
-HUB_DATASET = "LongLaMP/LongLaMP"
+HUB_DATASET = LONGLAMP
+# What works where data=hub cannot: named in the one-line error.
+OFFLINE_HINT = ("run offline with data=synthetic (seeded LongLaMP-schema data), or use a copy on disk: "
+                "data.source=local data.path=DIR with {train,val,test}.jsonl files")
 HUB_SPLITS = ("train", "val", "test")
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
 
@@ -36,8 +39,18 @@ LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
 Records = tuple[list[tuple[int, Any]], str, dict[str, dict]]
 
 
+def hub_config_name(cfg: DictConfig) -> str:
+    """The LongLaMP hub config of cfg's task and setting, e.g. product_review_user."""
+    return f"{cfg.task.hub_name}_{cfg.task.setting}"
+
+
+def check_hub_data(cfg: DictConfig) -> None:
+    """data=hub without the hub or a cached copy fails here in a second (preflight), before any run dir exists."""
+    check_hub_dataset(HUB_DATASET, hub_config_name(cfg), OFFLINE_HINT)
+
+
 def _hub_records(cfg: DictConfig, split: str) -> Records:
-    config_name = f"{cfg.task.hub_name}_{cfg.task.setting}"
+    config_name = hub_config_name(cfg)
     origin = f"{HUB_DATASET}:{config_name}:{split}"
     if split not in HUB_SPLITS:
         raise DataError(f"split={split!r} is not a LongLaMP split; choose one of: {', '.join(HUB_SPLITS)}")
@@ -50,7 +63,7 @@ def _hub_records(cfg: DictConfig, split: str) -> Records:
         if not reachable:
             raise EnvironmentProblem(
                 f"the dataset hub is unreachable and {HUB_DATASET} ({config_name}) is not in the local cache; "
-                "use data.source=local data.path=DIR with {train,val,test}.jsonl files, or data.source=synthetic"
+                + OFFLINE_HINT
             ) from None
         raise DataError(f"could not load {origin}: {' '.join(str(e).split())[:300]}") from None
     return list(enumerate((dict(r) for r in ds), 1)), origin, {}
