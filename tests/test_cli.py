@@ -3,16 +3,14 @@ message shape), each run as a real subprocess."""
 
 from __future__ import annotations
 
-import socket
 import time
 
 import pytest
 import yaml
-from helpers import OFFLINE, composed
+from helpers import composed
 
 from percli.cli import COMMANDS
 from percli.errors import EnvironmentProblem
-from percli.hub import hub_reachable
 from percli.preflight import preflight
 from percli.schema import SCHEMA, leaf_keys
 
@@ -100,26 +98,13 @@ def test_offline_hub_model_fails_without_traceback(cli):
     assert "Traceback" not in r.stderr
 
 
-def test_unreachable_hub_model_fails_in_preflight_within_seconds(monkeypatch: pytest.MonkeyPatch):
-    """Timed in-process on preflight itself: no connection succeeds and offline mode is not preset, so the
-    hub probe runs and gives up (a plain hub call hangs 23-46 s first)."""
-    import huggingface_hub.constants
-
-    def refuse(*args, **kwargs):
-        raise OSError("network is unreachable")
-
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    for var in OFFLINE:
-        monkeypatch.delenv(var)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
-    hub_reachable.cache_clear()
-    try:
-        start = time.monotonic()
-        with pytest.raises(EnvironmentProblem, match=r"model=qwen3-4b \(Qwen/Qwen3-4B\) is not in the local HF cache"):
-            preflight("train", ["model=qwen3-4b", "data=synthetic"])
-        assert time.monotonic() - start < 5
-    finally:
-        hub_reachable.cache_clear()
+def test_unreachable_hub_model_fails_in_preflight_within_seconds(unreachable_hub):
+    """Timed in-process on preflight itself: the hub probe runs and gives up (a plain hub call hangs 23-46 s
+    first)."""
+    start = time.monotonic()
+    with pytest.raises(EnvironmentProblem, match=r"model=qwen3-4b \(Qwen/Qwen3-4B\) is not in the local HF cache"):
+        preflight("train", ["model=qwen3-4b", "data=synthetic"])
+    assert time.monotonic() - start < 5
 
 
 def test_missing_model_path_is_one_line(cli, tmp_path):
