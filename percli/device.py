@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import os
+
 import torch
 from omegaconf import DictConfig
 
@@ -9,8 +12,21 @@ from percli.errors import EnvironmentProblem
 
 
 def default_device() -> torch.device:
-    """The GPU when one is visible, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """This process's GPU when one is visible (a launched worker's LOCAL_RANK picks it), else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+def visible_gpus() -> int:
+    return torch.cuda.device_count()
+
+
+def release_device_memory() -> None:
+    """Return cached GPU memory once a model is gone, so that the next job in this process starts clean."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def bf16_supported() -> bool:

@@ -31,10 +31,20 @@ def is_main_process() -> bool:
     return rank() == 0
 
 
-def world_size(cfg: DictConfig) -> int:
-    """The number of training processes `cfg.launcher` starts (1 for launcher=local)."""
+def processes_per_machine(cfg: DictConfig) -> int:
+    """Processes `cfg.launcher` starts on each machine: 1 for launcher=local; `auto`: one per visible GPU
+    (1 without GPUs)."""
     launcher = cfg.launcher
-    return 1 if launcher.name == "local" else int(launcher.num_processes) * int(launcher.num_machines)
+    if launcher.name == "local":
+        return 1
+    if launcher.num_processes == "auto":
+        return max(1, torch.cuda.device_count())
+    return int(launcher.num_processes)
+
+
+def world_size(cfg: DictConfig) -> int:
+    """The number of processes `cfg.launcher` starts over all machines (1 for launcher=local)."""
+    return processes_per_machine(cfg) * (1 if cfg.launcher.name == "local" else int(cfg.launcher.num_machines))
 
 
 def collective_device() -> torch.device:
@@ -51,6 +61,15 @@ def sum_across_ranks(values: torch.Tensor, device: torch.device | None = None) -
     reduced = values.to(device or collective_device())
     dist.all_reduce(reduced, op=dist.ReduceOp.SUM)
     return reduced.to(values.device)
+
+
+def max_across_ranks(value: int) -> int:
+    """The largest `value` over all ranks (all_reduce MAX); `value` itself in a single process."""
+    if not is_distributed():
+        return value
+    reduced = torch.tensor([int(value)], dtype=torch.long, device=collective_device())
+    dist.all_reduce(reduced, op=dist.ReduceOp.MAX)
+    return int(reduced.item())
 
 
 def gather_objects(obj: Any) -> list[Any]:

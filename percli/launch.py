@@ -1,23 +1,23 @@
-"""Parent side of `percli train`: train in this process, or spawn `accelerate launch` workers.
+"""Parent side of `percli train` / `percli eval`: run a job in this process, or in supervised workers.
 
 The CLI has already composed, validated and saved the resolved config as run_dir/config.yaml. Workers
-(`python -m percli.worker <run_dir>`) read that file; they never re-run Hydra, so launcher arguments such
-as `--local_rank` cannot reach it, and every process trains on exactly the saved config.
+(`python -m percli.worker <job> <config> <run_dir>`) read a saved config; they never re-run Hydra, so every
+process runs exactly the saved config.
 
 - launcher=local: one process, here (GPU if visible, else CPU).
-- launcher=ddp: `accelerate launch --multi_gpu`: NCCL on GPUs, gloo on CPU (workers use
-  `Accelerator(cpu=True)`; `--cpu` would silently run ONE process, DESIGN.md §2).
-- launcher=deepspeed: `accelerate launch --use_deepspeed` with run_dir/deepspeed_config.json, the ZeRO
-  template completed from train.* (written here, so what ran is on disk).
+- launcher=ddp: one worker per process; accelerate's DDP over NCCL on GPUs, gloo on CPU.
+- launcher=deepspeed: the same workers with accelerate's DeepSpeed plugin and run_dir/deepspeed_config.json,
+  the ZeRO template completed from train.* (written here, so what ran is on disk). Without a GPU,
+  DeepSpeed runs on its CPU accelerator over gloo.
 
-`launcher.num_processes` counts processes per machine; multi-node runs start the same command on every
-machine with its own `launcher.machine_rank` and the same `main_process_ip/port`. Every worker asserts
-the world size it expects (percli.training_setup.make_accelerator). A worker's error reaches the user as
-the one line it raised, with the workers' exit code.
-
-Preemption: a stop signal (SIGTERM / SIGUSR1 / SIGUSR2, percli.signals) to this parent writes run_dir/.stop;
-the workers poll it at every step boundary, save a checkpoint and exit (workers also handle the signals
-themselves).
+The workers are started and supervised here (percli.supervisor), not by `accelerate launch`: stop signals
+then reach every worker and nothing is killed before the checkpoint is written (within
+`launcher.stop_grace_s`). `launcher.num_processes` counts processes per machine (`auto`: one per visible
+GPU, 1 without); multi-node runs start the same command on every machine with its own
+`launcher.machine_rank` and the same `main_process_ip/port`. Every worker asserts the world size it
+expects (percli.training_setup.make_accelerator). A worker's error reaches the user as the one line it
+raised, with the workers' exit code; workers stopped by a signal make the parent raise `TrainingStopped`
+(exit 128 + signal, status.json `stopped`), which a requeue tells from a failure.
 
 DeepSpeed: gradients of the micro-batches accumulate in fp32 (`data_types.grad_accum_dtype`), as they do
 under DDP, whatever the model dtype; without it a bf16 run accumulates in bf16. Releases before 0.19.8
@@ -30,9 +30,8 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
-import signal
+import shlex
 import socket
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -43,12 +42,14 @@ from omegaconf import DictConfig
 from packaging.version import Version
 
 from percli import checkpoint as ckpt_lib
-from percli.device import precision
-from percli.distributed import world_size
+from percli.device import precision, visible_gpus
+from percli.distributed import processes_per_machine, world_size
 from percli.errors import ConfigError, EnvironmentProblem, PercliError
 from percli.io import atomic_write_json, atomic_write_text
+from percli.log import log
 from percli.paths import CONF_DIR, REPO_ROOT
-from percli.signals import STOP_FILE, STOP_SIGNALS
+from percli.signals import STOP_SIGNALS, TrainingStopped, signal_name
+from percli.supervisor import Outcome, run_workers, worker_env
 
 ERRORS_DIR = ".worker-errors"
 # The first release whose ZeRO-1/2 and ZeRO-3 both skip a bf16 step with a non-finite gradient
@@ -80,10 +81,6 @@ def check_launcher(cfg: DictConfig) -> None:
         if launcher.zero_stage == 3 and cfg.model.lora.enabled:
             raise ConfigError("model.lora.enabled=true with launcher.zero_stage=3 is not supported (the merged "
                               "export needs unsharded weights); use launcher.zero_stage=2")
-        if world_size(cfg) > 1 and not torch.cuda.is_available():
-            raise EnvironmentProblem(
-                f"launcher=deepspeed with {world_size(cfg)} processes needs GPUs (accelerate + DeepSpeed runs one "
-                "process on CPU); use launcher.num_processes=1, or launcher=ddp for multi-process CPU training")
         if launcher.deepspeed_config and not Path(launcher.deepspeed_config).is_file():
             raise ConfigError(f"launcher.deepspeed_config={launcher.deepspeed_config} does not exist; "
                               "give the path of a DeepSpeed JSON file, or null for the zero2/zero3 template")
@@ -140,85 +137,102 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def accelerate_command(cfg: DictConfig, run_dir: Path) -> list[str]:
-    """`accelerate launch ... -m percli.worker <run_dir>` for launcher=ddp|deepspeed."""
+def worker_envs(cfg: DictConfig, run_dir: Path) -> list[dict[str, str]]:
+    """One environment per local worker: the rank layout and what `accelerate launch` would export."""
     launcher = cfg.launcher
     port = launcher.main_process_port or (29500 if launcher.num_machines > 1 else _free_port())
-    cmd = [sys.executable, "-m", "accelerate.commands.launch",
-           "--num_processes", str(world_size(cfg)),
-           "--num_machines", str(launcher.num_machines),
-           "--machine_rank", str(launcher.machine_rank),
-           "--main_process_port", str(port),
-           "--mixed_precision", precision(cfg),
-           "--dynamo_backend", "no"]
-    if launcher.num_machines > 1:
-        cmd += ["--main_process_ip", str(launcher.main_process_ip)]
-    if launcher.name == "ddp":
-        cmd += ["--multi_gpu"]
-    elif launcher.name == "deepspeed":
-        cmd += ["--use_deepspeed", "--deepspeed_config_file", str(run_dir / "deepspeed_config.json"),
-                "--zero3_init_flag", "true" if launcher.zero_stage == 3 else "false"]
-        if launcher.num_machines > 1:
-            cmd += ["--deepspeed_multinode_launcher", "standard"]
-    return cmd + ["-m", "percli.worker", str(run_dir)]
+    base = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+            "ACCELERATE_MIXED_PRECISION": precision(cfg), "ACCELERATE_DYNAMO_BACKEND": "NO"}
+    if launcher.name == "deepspeed":
+        base.update(ACCELERATE_USE_DEEPSPEED="true", ACCELERATE_CONFIG_DS_FIELDS="",
+                    ACCELERATE_DEEPSPEED_CONFIG_FILE=str(run_dir / "deepspeed_config.json"),
+                    ACCELERATE_DEEPSPEED_ZERO3_INIT="true" if launcher.zero_stage == 3 else "false")
+        if not torch.cuda.is_available():  # DeepSpeed's CPU accelerator, gloo underneath (no oneCCL needed)
+            base.setdefault("DS_ACCELERATOR", "cpu")
+    local = processes_per_machine(cfg)
+    return [worker_env(base, rank=int(launcher.machine_rank) * local + i, local_rank=i, world=world_size(cfg),
+                       local_world=local, machine_rank=int(launcher.machine_rank),
+                       master_addr=str(launcher.main_process_ip or "127.0.0.1"), master_port=port)
+            for i in range(local)]
+
+
+def warn_idle_gpus(cfg: DictConfig) -> None:
+    """One line when this machine has GPUs that the launcher leaves unused."""
+    gpus = visible_gpus()
+    used = processes_per_machine(cfg)
+    if gpus > used:
+        log.warning(f"launcher={cfg.launcher.name} uses {used} of the {gpus} visible GPUs; {gpus - used} stay idle "
+                    "(launcher=ddp|deepspeed with launcher.num_processes=auto uses them all)")
 
 
 def launch(cfg: DictConfig, run_dir: Path, train: Callable[[DictConfig, Path], None]) -> None:
     """Train with cfg.launcher; returns when training ended, raises the workers' error otherwise.
 
-    `train(cfg, run_dir)` is what each process runs (`percli.worker` runs the same in launched workers);
+    `train(cfg, run_dir)` is what each process runs (`percli.worker train` runs the same in workers);
     launcher=local runs it here."""
     run_dir = Path(run_dir)
     check_launcher(cfg)
     check_resume(cfg, run_dir)
-    (run_dir / STOP_FILE).unlink(missing_ok=True)
+    warn_idle_gpus(cfg)
     if cfg.launcher.name == "local":
         train(cfg, run_dir)
         return
     if cfg.launcher.name == "deepspeed":
         atomic_write_json(run_dir / "deepspeed_config.json", deepspeed_config(cfg))
-    cmd = accelerate_command(cfg, run_dir)
-    atomic_write_text(run_dir / "launch_command.txt", " ".join(cmd) + "\n")
+    run_in_workers(cfg, run_dir, "train", run_dir / "config.yaml")
+
+
+def run_in_workers(cfg: DictConfig, run_dir: Path, job: str, config: Path) -> None:
+    """Run `percli.worker <job> <config> <run_dir>` on every local rank; raise what the workers reported."""
+    cmd = [sys.executable, "-m", "percli.worker", job, str(config), str(run_dir)]
+    envs = worker_envs(cfg, run_dir)
+    layout = {k: envs[0][k] for k in sorted(envs[0]) if k.startswith(("ACCELERATE_", "DS_", "MASTER_"))}
+    atomic_write_text(run_dir / f"launch_{job}.txt", " ".join(f"{k}={shlex.quote(v)}" for k, v in layout.items())
+                      + f" WORLD_SIZE={envs[0]['WORLD_SIZE']} (x{len(envs)} local ranks) " + shlex.join(cmd) + "\n")
     errors = run_dir / ERRORS_DIR
     if errors.exists():
         for p in errors.iterdir():
             p.unlink()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
-    rc = _run_forwarding_stop_signals(cmd, env, run_dir)
-    if rc != 0:
-        raise _worker_error(run_dir, rc)
+    outcome = run_workers(cmd, envs, REPO_ROOT, float(cfg.launcher.stop_grace_s))
+    error = workers_error(run_dir, outcome)
+    if error is not None:
+        raise error
 
 
-def _run_forwarding_stop_signals(cmd: list[str], env: dict[str, str], run_dir: Path) -> int:
-    """Run the launcher; a stop signal meanwhile asks the workers (via run_dir/.stop) to checkpoint."""
-    def request_stop(signum, _frame) -> None:
-        atomic_write_text(run_dir / STOP_FILE, f"{signum}\n")
+def workers_error(run_dir: Path, outcome: Outcome) -> PercliError | None:
+    """None when every worker succeeded; else the error the parent raises (stopped or failed)."""
+    codes = outcome.exit_codes
+    if all(c == 0 for c in codes):
+        return None
+    reports = _worker_reports(run_dir)
+    stopped = [c - 128 for c in codes if c - 128 in STOP_SIGNALS]
+    if stopped and all(c == 0 or c > 128 for c in codes) and not outcome.killed_after_grace:
+        signum = stopped[0]
+        message = next((r["message"] for r in reports if r.get("exit_code") == 128 + signum),
+                       f"training stopped by {signal_name(signum)}")
+        return TrainingStopped(message, signum)
+    first = next((c for c in codes if c != 0), 1)
+    rc = first if 0 < first < 256 else 1
+    notes = "; ".join(outcome.notes)
+    for report in reports:
+        if report.get("exit_code", 1) <= 128:  # a stopped rank's report is not the failure
+            message = report["message"] + (f" ({notes})" if notes else "")
+            return WorkerFailed(message, int(report.get("exit_code", rc)) or rc)
+    return WorkerFailed(f"workers exited with status {codes} without an error report (killed, or out of "
+                        f"memory?){'; ' + notes if notes else ''}; see the output above and {run_dir}", rc)
 
-    previous = {}
-    try:
-        for sig in STOP_SIGNALS:
-            previous[sig] = signal.signal(sig, request_stop)
-    except ValueError:  # not the main thread: no forwarding, the workers still handle their own signals
-        pass
-    try:
-        return subprocess.run(cmd, env=env, cwd=REPO_ROOT).returncode
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
-
-def _worker_error(run_dir: Path, rc: int) -> PercliError:
-    """The first worker's own one-line error, or a pointer to the log when a worker died without one."""
-    reports = sorted((run_dir / ERRORS_DIR).glob("rank-*.json"), key=lambda p: int(p.stem.split("-")[1])) \
-        if (run_dir / ERRORS_DIR).is_dir() else []
-    for path in reports:
+def _worker_reports(run_dir: Path) -> list[dict]:
+    """The workers' one-line error reports, in rank order."""
+    folder = run_dir / ERRORS_DIR
+    reports = []
+    for path in sorted(folder.glob("rank-*.json"), key=lambda p: int(p.stem.split("-")[1])) if folder.is_dir() else []:
         try:
             report = json.loads(path.read_text(encoding="utf-8"))
-            return WorkerFailed(report["message"], int(report.get("exit_code", rc)) or rc)
+            reports.append({"message": str(report["message"]), "exit_code": int(report.get("exit_code", 1))})
         except (OSError, ValueError, KeyError):
             continue
-    return WorkerFailed(f"training workers exited with status {rc} without an error report (killed, or out "
-                        f"of memory?); see the output above and {run_dir}", rc if 0 < rc < 256 else 1)
+    return reports
 
 
 def record_worker_error(run_dir: Path, rank: int, message: str, exit_code: int) -> None:

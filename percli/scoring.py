@@ -10,10 +10,19 @@ gradient.
 
 Memory. A 151k vocabulary makes `[B, T, V]` fp32 logits the largest tensor of a step (B=4, T=4096:
 10 GB). `response_logprobs` runs the backbone (`causal_lm.get_decoder()`) to the final hidden states,
-gathers them at the N response positions only, and applies the LM head + log-softmax in chunks of
-`chunk_size` positions, so at most `chunk_size x V` fp32 logits are alive at once. Under autograd each
+gathers them at the N response positions only, and applies the LM head + log-softmax in chunks of at
+most `chunk_size` positions, so at most `chunk_size x V` fp32 logits are alive at once. Under autograd each
 chunk is checkpointed: the backward pass recomputes that chunk's logits instead of keeping N x V of them.
 Peak extra memory: O(chunk_size x V) however long the batch is.
+
+Precision. The head's matmul and the log-softmax run in fp32 from the model's own (bf16) hidden states and
+head weights: rounding the logits to bf16 first moves each log-prob by up to ~0.06 nats, which PIR, a
+difference of two log-probs, would inherit.
+
+Ranks. DeepSpeed ZeRO-3 records the order of submodule calls in its first steps and asserts that every
+rank makes the same calls. The number of head calls therefore must not depend on a rank's own data: a
+`TokenScorer` built with `sync_chunks` (the trainer passes the max over ranks) splits every forward's
+positions into that many chunks, empty ones included, on every rank.
 
 Training wraps the causal LM in `TokenScorer` and hands the WRAPPER to accelerate / DDP / DeepSpeed, so
 that they see one forward that uses every parameter:
@@ -34,10 +43,13 @@ attention mask, so left and right padding give the same scores as an unpadded fo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import math
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
@@ -79,9 +91,35 @@ def _unwrap(model: nn.Module) -> nn.Module:
         model = inner
 
 
+@contextlib.contextmanager
+def _fp32_forward(head: nn.Module) -> Iterator[None]:
+    """Inside, calling `head` (an nn.Linear) computes fp32 logits from its own weights, whatever their dtype.
+
+    The module itself is called, not its weight, so that ZeRO-3's hooks gather the weight for the call;
+    autocast is off so that the fp32 operands stay fp32."""
+    if not isinstance(head, nn.Linear):  # e.g. a PEFT-wrapped head: its own forward, upcast afterwards
+        yield
+        return
+
+    def forward(x: Tensor) -> Tensor:
+        bias = None if head.bias is None else head.bias.float()
+        return F.linear(x.float(), head.weight.float(), bias)
+
+    previous = head.__dict__.get("forward")
+    head.forward = forward
+    try:
+        yield
+    finally:
+        if previous is None:
+            del head.forward
+        else:
+            head.forward = previous
+
+
 def _score_chunk(head: nn.Module, hidden: Tensor, target: Tensor, softcap: float | None,
                  with_entropy: bool) -> tuple[Tensor, Tensor | None]:
-    logits = head(hidden).float()
+    with _fp32_forward(head), torch.autocast(hidden.device.type, enabled=False):
+        logits = head(hidden).float()
     if softcap:  # Gemma-style final logit soft-capping, as the model's own forward applies it
         logits = torch.tanh(logits / softcap) * softcap
     # logsumexp + gather instead of log_softmax: one [c, V] buffer fewer.
@@ -102,10 +140,12 @@ def response_logprobs(
     *,
     with_entropy: bool = False,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    sync_chunks: Callable[[int], int] | None = None,
 ) -> TokenScores:
     """log P(y_t | y<t) at every position whose shifted label is not -100, never holding [B, T, V] fp32.
 
     `model` is a causal LM (HF `PreTrainedModel`, PEFT-wrapped or not). Works with and without grad.
+    `sync_chunks(local chunk count)` returns the chunk count every rank uses (module header: Ranks).
     """
     causal_lm = _unwrap(model)
     mask = response_mask(labels)
@@ -123,9 +163,14 @@ def response_logprobs(
     softcap = getattr(causal_lm.config, "final_logit_softcapping", None)
     # Checkpoint each chunk when a backward will follow: autograd then keeps the chunk's inputs, not its logits.
     use_ckpt = torch.is_grad_enabled() and (hidden.requires_grad or any(p.requires_grad for p in head.parameters()))
+    n_chunks = math.ceil(hidden.shape[0] / chunk_size)
+    if sync_chunks is not None:
+        n_chunks = sync_chunks(n_chunks)
     logps, ents = [], []
-    for s in range(0, hidden.shape[0], chunk_size):
-        args = (head, hidden[s:s + chunk_size], target[s:s + chunk_size], softcap, with_entropy)
+    # n_chunks >= the local count, so no chunk is longer than chunk_size.
+    chunks = zip(torch.tensor_split(hidden, n_chunks), torch.tensor_split(target, n_chunks)) if n_chunks else []
+    for h, t in chunks:
+        args = (head, h, t, softcap, with_entropy)
         lp, ent = checkpoint(_score_chunk, *args, use_reentrant=False) if use_ckpt else _score_chunk(*args)
         logps.append(lp)
         ents.append(ent)
@@ -142,15 +187,17 @@ class TokenScorer(nn.Module):
     is the module's forward. `scorer.causal_lm` is the HF model (save / generate with it).
     """
 
-    def __init__(self, causal_lm: nn.Module, chunk_size: int = DEFAULT_CHUNK_SIZE):
+    def __init__(self, causal_lm: nn.Module, chunk_size: int = DEFAULT_CHUNK_SIZE,
+                 sync_chunks: Callable[[int], int] | None = None):
         super().__init__()
         self.causal_lm = causal_lm
         self.chunk_size = chunk_size
+        self.sync_chunks = sync_chunks
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor,
                 with_entropy: bool = False) -> TokenScores:
-        return response_logprobs(self.causal_lm, input_ids, attention_mask, labels,
-                                 with_entropy=with_entropy, chunk_size=self.chunk_size)
+        return response_logprobs(self.causal_lm, input_ids, attention_mask, labels, with_entropy=with_entropy,
+                                 chunk_size=self.chunk_size, sync_chunks=self.sync_chunks)
 
 
 def _is_scorer(model: nn.Module) -> bool:

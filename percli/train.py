@@ -1,7 +1,8 @@
 """`percli train`: fine-tune with CE / PerCE / LossCE / EntCE, then (eval.after_train) evaluate the result.
 
 The command launches training (percli.launch: in this process, DDP workers or DeepSpeed), whose loop is
-percli.trainer's `Trainer`, and scores checkpoints/final with percli.evaluation.
+percli.trainer's `Trainer`, and scores checkpoints/final with percli.evaluation, generating on the same
+processes the training used.
 """
 
 from __future__ import annotations
@@ -13,16 +14,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from percli import checkpoint as ckpt_lib
 from percli import evaluation
-from percli.data.longlamp import load_examples
-from percli.device import default_device, precision_dtype
 from percli.launch import launch
-from percli.models import load_model
 from percli.tracking import Tracker
 from percli.trainer import train
 
 
 def run(cfg: DictConfig, run_dir: Path) -> None:
-    """`percli train`: train with cfg.launcher, then (eval.after_train) evaluate checkpoints/final here."""
+    """`percli train`: train with cfg.launcher, then (eval.after_train) evaluate checkpoints/final on the
+    same processes (data-parallel generation when there are several)."""
     run_dir = Path(run_dir)
     launch(cfg, run_dir, train)
     if cfg.eval.after_train:
@@ -33,30 +32,12 @@ def run(cfg: DictConfig, run_dir: Path) -> None:
 
 
 def evaluate_final(cfg: DictConfig, run_dir: Path) -> dict:
-    """Generate with checkpoints/final on cfg.eval.split and score it into run_dir (metrics.json)."""
+    """Generate with checkpoints/final on cfg.eval.split (on the launcher's processes) and score it into
+    run_dir (metrics.json)."""
     final = ckpt_lib.checkpoints_dir(run_dir) / ckpt_lib.FINAL
     if cfg.eval.backend == "vllm":  # vLLM loads the checkpoint itself: the eval command on model.path=final
         eval_cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
         eval_cfg.model.path = str(final)
         evaluation.run(eval_cfg, run_dir)
         return json.loads((Path(run_dir) / "metrics.json").read_text(encoding="utf-8"))
-    model, tokenizer = load_final(cfg, run_dir)
-    examples = load_examples(cfg, cfg.eval.split)
-    return evaluation.evaluate_model(model, tokenizer, examples, cfg, run_dir)
-
-
-def load_final(cfg: DictConfig, run_dir: Path):
-    """checkpoints/final as (model, tokenizer) on the GPU if there is one; LoRA adapters on their base."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    final = ckpt_lib.checkpoints_dir(run_dir) / ckpt_lib.FINAL
-    dtype = precision_dtype(cfg)
-    tokenizer = AutoTokenizer.from_pretrained(final)
-    if (final / "adapter_config.json").is_file():
-        from peft import PeftModel  # optional: only LoRA runs need peft
-
-        model = PeftModel.from_pretrained(load_model(cfg.model, seed=cfg.seed, dtype=dtype, tokenizer=tokenizer),
-                                          final)
-    else:
-        model = AutoModelForCausalLM.from_pretrained(final, dtype=dtype)
-    return model.to(default_device()).eval(), tokenizer
+    return evaluation.evaluate_generations(cfg, run_dir, checkpoint=final)

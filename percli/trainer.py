@@ -39,11 +39,11 @@ from percli import checkpoint as ckpt_lib
 from percli.data.collate import PairCollator, encode_examples
 from percli.data.longlamp import load_examples
 from percli.device import precision
-from percli.distributed import global_token_count, merge_stats
+from percli.distributed import global_token_count, max_across_ranks, merge_stats
 from percli.errors import DataError, PercliError
 from percli.io import atomic_write_jsonl
 from percli.log import log
-from percli.losses import weighted_nll
+from percli.losses import planted_summary, weighted_nll
 from percli.lr import lr_at
 from percli.sampler import StepSampler
 from percli.schedule import build_schedule
@@ -68,7 +68,7 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
     """Train one process's share (all processes call this); checkpoints and final model into run_dir."""
     run_dir = Path(run_dir)
     accelerator = make_accelerator(cfg)
-    stop = StopRequest(run_dir, watch_file=accelerator.is_main_process)
+    stop = StopRequest()
     try:
         Trainer(cfg, run_dir, accelerator, stop).fit()
     finally:
@@ -115,7 +115,9 @@ class Trainer:
 
         self.schedule = build_schedule(cfg)
         self.optimizer = build_optimizer(lm, t)  # the param_groups whose lr is set each step, also under DeepSpeed
-        scorer = TokenScorer(lm, chunk_size=int(OmegaConf.select(cfg, "loss.chunk_size", default=256)))
+        # Every rank calls the LM head equally often (ZeRO-3 asserts it): chunk counts agree over ranks.
+        scorer = TokenScorer(lm, chunk_size=int(OmegaConf.select(cfg, "loss.chunk_size", default=256)),
+                             sync_chunks=max_across_ranks if self.world > 1 else None)
         scorer.config = lm.config  # accelerate sizes DeepSpeed's "auto" ZeRO-3 buckets from model.config
         self.scorer, self.prepared_optimizer = accelerator.prepare(scorer, self.optimizer)
         self.trainable = [p for p in self.scorer.parameters() if p.requires_grad]
@@ -209,7 +211,7 @@ class Trainer:
             "step": self.step, "epoch": round(self.step / self.sampler.steps_per_epoch, 4),
             "loss": loss_sum, "ce_loss": ce_sum, "lr": lr, "grad_norm": grad_norm, "tokens": n_global,
             "pir_mean": merged["pir_mean"], "weight_mean": merged["weight_mean"], "clip_low": merged["clip_low"],
-            "clip_high": merged["clip_high"], "world_size": self.world,
+            "clip_high": merged["clip_high"], **planted_summary(merged), "world_size": self.world,
             "max_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if device.type == "cuda" else None,
             "_ok": applied and finite, "_applied": applied,
         }

@@ -8,7 +8,7 @@ import os
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState, GradientState
-from accelerate.utils import DistributedType
+from accelerate.utils import DistributedType, InitProcessGroupKwargs
 from omegaconf import DictConfig
 
 from percli.device import precision, resolve_dtype
@@ -23,9 +23,12 @@ def make_accelerator(cfg: DictConfig) -> Accelerator:
     if deepspeed and os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() != "true":
         raise EnvironmentProblem("launcher=deepspeed workers must be started by `accelerate launch --use_deepspeed`;"
                                  " run `percli train launcher=deepspeed`, which does that")
-    # cpu=True makes accelerate use gloo on CPU-only machines; DeepSpeed picks its own CPU accelerator.
-    accelerator = Accelerator(cpu=not torch.cuda.is_available() and not deepspeed,
-                              mixed_precision=precision(cfg), step_scheduler_with_optimizer=False)
+    on_cpu = not torch.cuda.is_available()
+    # cpu=True makes accelerate use gloo on CPU-only machines. DeepSpeed brings its own CPU accelerator, but
+    # accelerate finds no default backend for it and would report a world of 1: gloo must be named.
+    handlers = [InitProcessGroupKwargs(backend="gloo")] if deepspeed and on_cpu else []
+    accelerator = Accelerator(cpu=on_cpu and not deepspeed, mixed_precision=precision(cfg),
+                              step_scheduler_with_optimizer=False, kwargs_handlers=handlers)
     expected = world_size(cfg)
     if accelerator.num_processes != expected:
         raise EnvironmentProblem(
@@ -71,10 +74,23 @@ def build_model(cfg: DictConfig, prec: str, deepspeed: bool):
     return model, tokenizer
 
 
+def decays(module_class: str, param_name: str) -> bool:
+    """Weight decay applies to weight matrices, not to biases or normalisation weights.
+
+    Decided by name, not by `p.ndim`: ZeRO-3 flattens every parameter to 1-D, which would move all of them
+    into the no-decay group."""
+    return param_name != "bias" and "norm" not in module_class.lower()
+
+
 def build_optimizer(model: torch.nn.Module, train_cfg: DictConfig) -> torch.optim.Optimizer:
-    """AdamW; no weight decay on biases and norm weights (1-d parameters)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": float(train_cfg.weight_decay)},
-              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    """AdamW; no weight decay on biases and norm weights."""
+    decay, no_decay, seen = [], [], set()
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            if p.requires_grad and id(p) not in seen:  # a tied weight belongs to two modules, one group
+                seen.add(id(p))
+                (decay if decays(type(module).__name__, name) else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": float(train_cfg.weight_decay)},
+              {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.AdamW([g for g in groups if g["params"]], lr=float(train_cfg.lr), betas=(0.9, 0.999),
                              eps=1e-8)

@@ -121,16 +121,16 @@ def test_subsample_is_seeded_and_order_preserving(tmp_path: Path) -> None:
 
 
 def test_eval_max_examples_is_a_seeded_subsample_shared_by_run_seeds(tmp_path: Path) -> None:
-    from percli.evaluation import _limit
+    from percli.generation import limit_examples
 
     whole = load_examples(_cfg(tmp_path, "data=synthetic", "data.num_users=8", "retriever=recency"), "test")
     overrides = ["data=synthetic", "data.num_users=8", "retriever=recency", "+eval.max_examples=3"]
-    picked = [e.id for e in _limit(whole, _cfg(tmp_path, *overrides, "seed=1"))]
-    assert picked == [e.id for e in _limit(whole, _cfg(tmp_path, *overrides, "seed=2"))]  # run seed: same set
+    picked = [e.id for e in limit_examples(whole, _cfg(tmp_path, *overrides, "seed=1"))]
+    assert picked == [e.id for e in limit_examples(whole, _cfg(tmp_path, *overrides, "seed=2"))]  # run seed: same set
     assert len(picked) == 3 and picked == sorted(picked) and picked != [e.id for e in whole[:3]]
-    other = [e.id for e in _limit(whole, _cfg(tmp_path, *overrides, "data.seed=5"))]
+    other = [e.id for e in limit_examples(whole, _cfg(tmp_path, *overrides, "data.seed=5"))]
     assert other != picked and len(other) == 3
-    assert len(_limit(whole, _cfg(tmp_path, "data=synthetic", "data.num_users=8"))) == len(whole) == 16
+    assert len(limit_examples(whole, _cfg(tmp_path, "data=synthetic", "data.num_users=8"))) == len(whole) == 16
 
 
 def test_load_examples_holds_retrieved_items_in_order(tmp_path: Path) -> None:

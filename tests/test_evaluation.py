@@ -16,12 +16,9 @@ from helpers import REPO, only_run_dir
 from percli.data.collate import pad_rows
 from percli.errors import DataError
 from percli.eval_inputs import VLLM_MISSING, read_predictions
-from percli.evaluation import (
-    eval_prompt_ids,
-    evaluate_model,
-    generate,
-    planted_recall,
-)
+from percli.evaluation import evaluate_generations
+from percli.generation import eval_prompt_ids, generate
+from percli.metrics import planted_recall
 from percli.preflight import compose_config
 
 # Small synthetic eval sets: the test split has max(1, examples_per_user // 2) examples per user.
@@ -44,13 +41,15 @@ def test_left_pad():
 
 def test_planted_recall_counts_whole_words_case_insensitively() -> None:
     words = ["zorbleck", "quaith", "drumvek"]
-    assert planted_recall("My Zorbleck and my quaith's lid.", words) == pytest.approx(2 / 3)
-    assert planted_recall("zorblecks drumvekx", words) == 0.0  # not whole words
-    assert planted_recall("drumvek, quaith, zorbleck", words) == 1.0
+    ref = "Zorbleck, quaith and drumvek."
+    assert planted_recall("My Zorbleck and my quaith's lid.", ref, words) == pytest.approx(2 / 3)
+    assert planted_recall("zorblecks drumvekx", ref, words) == 0.0  # not whole words
+    assert planted_recall("drumvek, quaith, zorbleck", ref, words) == 1.0
     # the generator's planted names: the whole full name counts, case-insensitively
     names = ["Ethan Brooks", "Nora Vance"]
-    assert planted_recall("A friend named ethan brooks helped.", names) == 0.5
-    assert planted_recall("Ethan Brookside and Nora, Vance", names) == 0.0
+    ref = "Ethan Brooks and Nora Vance."
+    assert planted_recall("A friend named ethan brooks helped.", ref, names) == 0.5
+    assert planted_recall("Ethan Brookside and Nora, Vance", ref, names) == 0.0
 
 
 def test_read_predictions_validates(tmp_path: Path):
@@ -113,27 +112,46 @@ def test_cli_tiny_generates_and_scores(cli, tmp_path: Path):
     assert "percli: eval on 2 examples (mean): rouge1" in proc.stdout
 
 
-def test_evaluate_model_sampling_is_seeded_and_private(tmp_path: Path):
+def test_evaluation_sampling_is_seeded_and_private(tmp_path: Path):
     from percli.data.longlamp import load_examples
     from percli.models import load_model_and_tokenizer
 
     cfg = compose_config("eval", ["model=tiny", *SMALL, "eval.max_new_tokens=6", "eval.do_sample=true",
                                   "eval.temperature=1.5", "eval.max_examples=1"])
-    model, tok = load_model_and_tokenizer(cfg.model, seed=0)
-    examples = load_examples(cfg, "test")
     torch.manual_seed(42)
     state = torch.get_rng_state()
-    a = evaluate_model(model, tok, examples, cfg, tmp_path / "a")
+    a = evaluate_generations(cfg, tmp_path / "a")
     assert torch.equal(torch.get_rng_state(), state)  # the caller's torch RNG is untouched
-    b = evaluate_model(model, tok, examples, cfg, tmp_path / "b")
+    b = evaluate_generations(cfg, tmp_path / "b")
     assert a["num_examples"] == 1 and METRIC_KEYS <= set(a)
     assert {k: b[k] for k in METRIC_KEYS} == {k: a[k] for k in METRIC_KEYS}
     texts = [_lines(tmp_path / d / "predictions.jsonl")[0]["prediction"] for d in ("a", "b")]
     assert texts[0] == texts[1] != ""
-    prompt_ids, _ = eval_prompt_ids(examples[:1], tok, int(cfg.data.max_prompt_tokens))
+    model, tok = load_model_and_tokenizer(cfg.model, seed=0)
+    prompt_ids, _ = eval_prompt_ids(load_examples(cfg, "test")[:1], tok, int(cfg.data.max_prompt_tokens))
     other = generate(model, tok, prompt_ids, batch_size=1, max_new_tokens=6, do_sample=True, temperature=1.5,
                      seed=1, progress=False)
     assert other.texts[0] != texts[0]
+
+
+def test_a_shard_generates_every_world_th_batch_of_the_plan():
+    from percli.data.longlamp import load_examples
+    from percli.generation import batch_plan
+    from percli.models import load_model_and_tokenizer
+
+    cfg = compose_config("eval", ["model=tiny", "data=synthetic", "retriever=bm25", "data.num_users=5",
+                                  "data.examples_per_user=2", "retriever.k=1"])
+    model, tok = load_model_and_tokenizer(cfg.model, seed=0)
+    prompt_ids, _ = eval_prompt_ids(load_examples(cfg, "test"), tok, int(cfg.data.max_prompt_tokens))
+    plan = batch_plan(prompt_ids, 2)
+    assert [len(b) for b in plan] == [2, 2, 1] and sorted(sum(plan, [])) == list(range(5))
+    assert [len(prompt_ids[i]) for i in sum(plan, [])] == sorted((len(p) for p in prompt_ids), reverse=True)
+    whole = generate(model, tok, prompt_ids, batch_size=2, max_new_tokens=4, do_sample=True, progress=False)
+    shards = [generate(model, tok, prompt_ids, batch_size=2, max_new_tokens=4, do_sample=True, progress=False,
+                       shard=(r, 2)) for r in range(2)]
+    assert [i for i, t in enumerate(shards[1].texts) if t is not None] == sorted(plan[1])
+    merged = [a if a is not None else b for a, b in zip(shards[0].texts, shards[1].texts)]
+    assert merged == whole.texts  # sampling too: each batch's seed is its index in the plan
 
 
 @pytest.mark.slow

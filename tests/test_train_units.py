@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from percli import checkpoint as ckpt_lib
 from percli.distributed import world_size
 from percli.errors import ConfigError, EnvironmentProblem
-from percli.launch import accelerate_command, check_deepspeed_version, check_launcher, deepspeed_config
+from percli.launch import check_deepspeed_version, check_launcher, deepspeed_config, worker_envs
 from percli.lr import lr_at
 from percli.preflight import compose_config
 from percli.sampler import StepSampler
@@ -109,26 +109,35 @@ def test_fingerprint_and_compatibility():
         ckpt_lib.check_compatible(fp, two, Path("ck"))
 
 
-def test_ddp_command_never_uses_cpu_flag(tmp_path):
+def test_ddp_workers_get_the_rank_layout_and_no_deepspeed(tmp_path):
     cfg = compose_config("train", ["launcher=ddp", "launcher.num_processes=2"])
-    cmd = accelerate_command(cfg, tmp_path)
-    assert cmd[:3] == [sys.executable, "-m", "accelerate.commands.launch"]
-    assert "--multi_gpu" in cmd and "--cpu" not in cmd and "--use_deepspeed" not in cmd
-    assert cmd[cmd.index("--num_processes") + 1] == "2"
-    assert cmd[-3:] == ["-m", "percli.worker", str(tmp_path)]
+    envs = worker_envs(cfg, tmp_path)
+    assert [(e["RANK"], e["LOCAL_RANK"], e["WORLD_SIZE"], e["LOCAL_WORLD_SIZE"]) for e in envs] == \
+        [("0", "0", "2", "2"), ("1", "1", "2", "2")]
+    assert envs[0]["MASTER_ADDR"] == "127.0.0.1" and envs[0]["MASTER_PORT"] == envs[1]["MASTER_PORT"]
+    assert "ACCELERATE_USE_DEEPSPEED" not in envs[0] or envs[0]["ACCELERATE_USE_DEEPSPEED"] != "true"
 
 
-def test_multinode_command_passes_settings(tmp_path):
+def test_multinode_workers_get_global_ranks(tmp_path):
     cfg = compose_config("train", ["launcher=deepspeed", "launcher.num_processes=8", "launcher.num_machines=2",
                                    "launcher.machine_rank=1", "launcher.main_process_ip=10.0.0.1",
                                    "launcher.zero_stage=3"])
     assert world_size(cfg) == 16
-    cmd = accelerate_command(cfg, tmp_path)
-    for flag, value in [("--num_processes", "16"), ("--num_machines", "2"), ("--machine_rank", "1"),
-                        ("--main_process_ip", "10.0.0.1"), ("--main_process_port", "29500"),
-                        ("--zero3_init_flag", "true"), ("--deepspeed_multinode_launcher", "standard"),
-                        ("--deepspeed_config_file", str(tmp_path / "deepspeed_config.json"))]:
-        assert cmd[cmd.index(flag) + 1] == value
+    envs = worker_envs(cfg, tmp_path)
+    assert [e["RANK"] for e in envs] == [str(r) for r in range(8, 16)]
+    assert {(e["WORLD_SIZE"], e["GROUP_RANK"], e["MASTER_ADDR"], e["MASTER_PORT"]) for e in envs} == \
+        {("16", "1", "10.0.0.1", "29500")}
+    assert envs[0]["ACCELERATE_USE_DEEPSPEED"] == "true" and envs[0]["ACCELERATE_DEEPSPEED_ZERO3_INIT"] == "true"
+    assert envs[0]["ACCELERATE_DEEPSPEED_CONFIG_FILE"] == str(tmp_path / "deepspeed_config.json")
+
+
+def test_num_processes_auto_is_one_per_visible_gpu(monkeypatch):
+    cfg = compose_config("train", ["launcher=ddp"])
+    assert cfg.launcher.num_processes == "auto"
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
+    assert world_size(cfg) == 8
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    assert world_size(cfg) == 1
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
@@ -229,22 +238,24 @@ def test_wandb_failure_warns_once_and_never_raises(tmp_path, monkeypatch, capsys
     assert "W&B failed (ValueError: bad entity)" in capsys.readouterr().err
 
 
-def test_stop_request_from_signal_and_from_parent_file(tmp_path):
+def test_stop_request_records_the_first_signal_and_restores_handlers():
     import os
 
     from percli.signals import StopRequest
 
-    stop = StopRequest(tmp_path, watch_file=True)
+    stop = StopRequest()
     try:
         assert stop.poll() == 0
         os.kill(os.getpid(), signal.SIGUSR1)  # the handler only records it: the process goes on
+        assert stop.poll() == signal.SIGUSR1
+        os.kill(os.getpid(), signal.SIGTERM)  # a second delivery (the group's and the parent's) changes nothing
         assert stop.poll() == signal.SIGUSR1
     finally:
         stop.restore()
     assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL
     # SIGUSR2: what hydra-submitit-launcher's SLURM job gets signal_delay_s before its time limit
     previous = signal.signal(signal.SIGUSR2, signal.SIG_IGN)
-    usr2 = StopRequest(tmp_path, watch_file=False)
+    usr2 = StopRequest()
     try:
         os.kill(os.getpid(), signal.SIGUSR2)
         assert usr2.poll() == signal.SIGUSR2
@@ -252,13 +263,6 @@ def test_stop_request_from_signal_and_from_parent_file(tmp_path):
         usr2.restore()
     assert signal.getsignal(signal.SIGUSR2) is signal.SIG_IGN
     signal.signal(signal.SIGUSR2, previous)
-    (tmp_path / ".stop").write_text("15\n")  # what the launching parent writes on SIGTERM
-    other = StopRequest(tmp_path, watch_file=True)
-    other.restore()
-    assert other.poll() == signal.SIGTERM
-    ignored = StopRequest(tmp_path, watch_file=False)  # workers other than rank 0 leave the file to it
-    ignored.restore()
-    assert ignored.poll() == 0
 
 
 def test_schedule_state_tree_round_trips_without_pickle(tmp_path):

@@ -36,7 +36,7 @@ def encode(cfg: DictConfig) -> tuple[list[EncodedPair], PairCollator]:
 
 def make_trainer(cfg: DictConfig, run_dir: Path) -> Trainer:
     run_dir.mkdir(parents=True, exist_ok=True)
-    stop = StopRequest(run_dir, watch_file=False)
+    stop = StopRequest()
     stop.restore()  # a benchmark has no checkpoint to save: SIGTERM / Ctrl-C just end it
     return Trainer(cfg, run_dir, make_accelerator(cfg), stop)
 
