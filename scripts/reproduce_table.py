@@ -14,6 +14,11 @@ paired bootstrap CIs of each loss against CE. Evaluation runs are named after th
 checkpoint; a rerun skips those that finished and re-runs those that failed (the failed attempt moves to
 eval/.failed/) or never ran.
 
+Everything a sweep does goes through its Hydra launcher: the test evaluations are one `percli eval -m`
+sweep with the training sweep's `hydra/launcher=...` and `hydra.launcher.*` overrides (on SLURM, one job
+per evaluation). Each evaluation's settings are one config of the `eval_job` group, written to
+eval/.jobs/eval_job/<run name>.yaml and chosen with `+eval_job=<run name>,...`.
+
 demo (offline, 2-core CPU): SmolLM2-135M-Instruct fine-tuned with CE and with PerCE on synthetic LongLaMP-
 schema reviews with planted personal names, equal budgets (experiment=demo, only `loss=` differs); the
 selected checkpoints are scored on test (ROUGE / METEOR / planted-word recall); PerContrast scores of the
@@ -57,6 +62,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from percli.data.prompts import TASKS  # noqa: E402
+from percli.io import atomic_write_text  # noqa: E402
 from percli.preflight import compose_config  # noqa: E402
 from percli.report.collect import Source, collect, find_run_dirs  # noqa: E402
 from percli.report.select import select  # noqa: E402
@@ -69,6 +75,10 @@ REPORT_SPLIT = "test"
 PAPER_LOSSES = ("ce", "perce", "lossce", "entce")   # the paper's table; --losses adds others (e.g. longce)
 # Keys of a train run's data/retriever/eval config that must not follow it into an evaluation of its checkpoint.
 _NOT_COPIED = {"data.split", "eval.after_train", "eval.predictions", "eval.split"}
+# The config group holding one config per test evaluation (eval/.jobs/eval_job/<run name>.yaml).
+EVAL_JOB = "eval_job"
+# The paper's evaluations generate data-parallel on every GPU of their node (launcher.num_processes=auto).
+PAPER_EVAL_LAUNCHER = ("launcher=ddp",)
 
 
 def percli(*args: str, dry_run: bool = False) -> int:
@@ -104,22 +114,45 @@ def _leaves(node: DictConfig, prefix: str) -> dict[str, object]:
     return out
 
 
-def checkpoint_eval_overrides(train_run: Path, task: str, setting: str, split: str = REPORT_SPLIT) -> list[str]:
-    """`percli eval` overrides that score train_run's final checkpoint on (task, setting, split) with the train
-    run's own data / retriever / eval settings, so every number of a checkpoint is comparable."""
+def checkpoint_eval_config(train_run: Path, task: str, setting: str,
+                           split: str = REPORT_SPLIT) -> tuple[dict[str, str], dict[str, object]]:
+    """The group choices and key values with which `percli eval` scores train_run's final checkpoint on (task,
+    setting, split) with the train run's own data / retriever / eval settings, so every number of a
+    checkpoint is comparable."""
     cfg = OmegaConf.load(train_run / "config.yaml")
     choices = OmegaConf.load(train_run / ".hydra" / "hydra.yaml").hydra.runtime.choices
-    base = [f"model={choices.model}", f"model.path={train_run / 'checkpoints' / 'final'}",
-            f"task={task}", f"task.setting={setting}", f"data={choices.data}", f"retriever={choices.retriever}",
-            f"eval.split={split}"]
-    fresh = compose_config("eval", base)
-    extra = []
+    groups = {"model": str(choices.model), "task": task, "data": str(choices.data),
+              "retriever": str(choices.retriever)}
+    values: dict[str, object] = {"model.path": str(train_run / "checkpoints" / "final"), "task.setting": setting,
+                                 "eval.split": split}
+    fresh = compose_config("eval", [f"{g}={o}" for g, o in groups.items()]
+                           + [f"{k}={_override_value(v)}" for k, v in values.items()])
     for section in ("data", "retriever", "eval"):
         wanted = _leaves(cfg[section], section)
         have = _leaves(fresh[section], section)
-        extra += [f"{k}={_override_value(v)}" for k, v in wanted.items()
-                  if k in have and have[k] != v and k not in _NOT_COPIED]
-    return base + extra
+        values |= {k: v for k, v in wanted.items() if k in have and have[k] != v and k not in _NOT_COPIED}
+    return groups, values
+
+
+def eval_job_yaml(groups: dict[str, str], values: dict[str, object]) -> str:
+    """One evaluation as a config of the eval_job group: the group choices as defaults-list overrides, then
+    the values (the package is global, as for experiment presets)."""
+    node = OmegaConf.create({"defaults": [{f"override /{g}": o} for g, o in groups.items()]})
+    for key, value in values.items():
+        OmegaConf.update(node, key, value, force_add=True)
+    return "# @package _global_\n" + OmegaConf.to_yaml(node)
+
+
+def eval_sweep_args(out: Path, names: list[str]) -> list[str]:
+    """`percli eval` arguments of one sweep over the eval_job configs `names`; each job's run dir is
+    out/eval/<name>."""
+    return ["-m", f"+{EVAL_JOB}={','.join(names)}", f"hydra.searchpath=[file://{out / 'eval' / '.jobs'}]",
+            f"hydra.sweep.dir={out / 'eval'}", f"hydra.sweep.subdir=${{hydra.runtime.choices.{EVAL_JOB}}}"]
+
+
+def launcher_overrides(overrides: list[str]) -> list[str]:
+    """The overrides that choose or configure the Hydra launcher: every sweep of the pipeline gets them."""
+    return [o for o in overrides if o.startswith(("hydra/launcher=", "hydra.launcher."))]
 
 
 def selected_checkpoints(train_dir: Path) -> list[Source]:
@@ -152,8 +185,9 @@ def needs_run(run_dir: Path) -> bool:
 
 
 def evaluate_selected(out: Path, *, transfer_tasks: list[str], cross_scenario: bool, overrides: list[str]) -> bool:
-    """Score every selected checkpoint on test (in-task and transfer targets); True if an evaluation failed."""
-    failed = False
+    """Score every selected checkpoint on test (in-task and transfer targets) in one `percli eval` sweep with
+    `overrides`; True if an evaluation failed."""
+    jobs: dict[str, str] = {}
     for src in selected_checkpoints(out / "train"):
         trained = src.trained_on
         targets = [(trained.task, trained.setting)]
@@ -164,9 +198,12 @@ def evaluate_selected(out: Path, *, transfer_tasks: list[str], cross_scenario: b
         for task, setting in targets:
             run_dir = eval_run_dir(out, src, task, setting)
             if needs_run(run_dir):
-                failed |= percli("eval", *checkpoint_eval_overrides(src.run_dir, task, setting),
-                                 f"hydra.run.dir={run_dir}", *overrides) != 0
-    return failed
+                jobs[run_dir.name] = eval_job_yaml(*checkpoint_eval_config(src.run_dir, task, setting))
+    if not jobs:
+        return False
+    for name, text in jobs.items():
+        atomic_write_text(out / "eval" / ".jobs" / EVAL_JOB / f"{name}.yaml", text)
+    return percli("eval", *eval_sweep_args(out, list(jobs)), *overrides) != 0
 
 
 def prune_checkpoints(out: Path, keep: list[Source]) -> None:
@@ -187,14 +224,16 @@ def paper(args: argparse.Namespace) -> int:
                         f"train.lr={','.join(args.lrs)}", f"task.setting={','.join(args.settings)}",
                         f"eval.split={SELECT_SPLIT}", f"hydra.sweep.dir={out / 'train'}", *args.overrides,
                         dry_run=args.dry_run) != 0
+    eval_overrides = [*PAPER_EVAL_LAUNCHER, *launcher_overrides(args.overrides)]
     if args.dry_run:
         print("# then: per (model, loss, task) the checkpoints of the lr with the best val METEOR are scored on "
-              "test (in-task and transfer), and `percli table` runs")
+              "test (in-task and transfer) in one sweep:")
+        percli("eval", *eval_sweep_args(out, ["<selected checkpoint x target>,..."]), *eval_overrides, dry_run=True)
     else:
         if args.prune:
             prune_checkpoints(out, selected_checkpoints(out / "train"))
         failed |= evaluate_selected(out, transfer_tasks=list(args.tasks) if args.transfer else [],
-                                    cross_scenario=args.cross_scenario, overrides=[])
+                                    cross_scenario=args.cross_scenario, overrides=eval_overrides)
     results = Path(args.results or "results/paper")
     failed |= percli("table", f"table.runs={out}", f"table.out_dir={results}", dry_run=args.dry_run) != 0
     print(f"\ntable: {results / 'table.md'} (.csv, .tex, loss_curves.png); runs: {out}")
@@ -207,8 +246,12 @@ def demo(args: argparse.Namespace) -> int:
     results = Path(args.results or "results")
     failed = percli("train", "-m", "experiment=demo", "loss=ce,perce", f"eval.split={SELECT_SPLIT}",
                     f"hydra.sweep.dir={out / 'train'}", *args.overrides, dry_run=args.dry_run) != 0
-    if not args.dry_run:
-        failed |= evaluate_selected(out, transfer_tasks=[], cross_scenario=False, overrides=[])
+    if args.dry_run:
+        percli("eval", *eval_sweep_args(out, ["<selected checkpoint>,..."]), *launcher_overrides(args.overrides),
+               dry_run=True)
+    else:
+        failed |= evaluate_selected(out, transfer_tasks=[], cross_scenario=False,
+                                    overrides=launcher_overrides(args.overrides))
     contrast_dir = out / "contrast"
     perce = [] if args.dry_run else [s for s in selected_checkpoints(out / "train") if s.loss == "perce"]
     if perce or args.dry_run:
