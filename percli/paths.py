@@ -23,3 +23,12 @@ def cache_dir(cfg: DictConfig | None = None) -> Path:
 def conf_options(group: str) -> tuple[str, ...]:
     """The options of a config group (`conf/<group>/*.yaml`), sorted: what `group=...` accepts."""
     return tuple(sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml")))
+
+
+def shown(path: Path) -> Path:
+    """`path` relative to the working directory when it lies inside it, else unchanged: a table written in a
+    checkout then names its runs as `outputs/...`, not by the absolute paths of the machine that made it."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve())
+    except ValueError:
+        return path

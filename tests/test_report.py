@@ -206,3 +206,15 @@ def test_table_config_validation(tmp_path: Path) -> None:
         table_cfg(tmp_path, tmp_path, "table.select_metric=bleu")
     with pytest.raises(ConfigError, match="table.confidence=1.5 is out of range"):
         table_cfg(tmp_path, tmp_path, "table.confidence=1.5")
+
+
+def test_a_table_made_in_a_checkout_names_its_runs_relative_to_it(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A committed table must not carry the absolute paths of the machine that made it."""
+    checkout = tmp_path / "checkout"
+    train_and_test(checkout / "outputs" / "demo", "ce", val=0.2, test=0.3)
+    monkeypatch.chdir(checkout)
+    build_table(str(checkout / "outputs" / "demo"), "results", ["meteor"], plots=False)
+    md = (checkout / "results" / "table.md").read_text()
+    assert "smollm2-135m / CE / Review: lr=1e-05 (selected, val METEOR 20.00, 1 seed(s)); outputs/demo/train/ce\n" in md
+    assert str(tmp_path) not in md

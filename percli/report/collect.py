@@ -24,6 +24,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from percli.io import read_jsonl
+from percli.paths import shown
 
 # Run dirs hold checkpoints and Hydra's own copies of the config: never descend into them (nor into any
 # hidden dir, where scripts/reproduce_table.py keeps failed attempts it re-ran).
@@ -77,7 +78,8 @@ class Evaluation:
 
 
 def find_run_dirs(spec: str | Path) -> list[Path]:
-    """Run dirs (holding config.yaml or status.json) under a sweep dir, a run dir or a glob, sorted."""
+    """Run dirs (holding config.yaml or status.json) under a sweep dir, a run dir or a glob, sorted; relative to
+    the working directory where they lie inside it (`paths.shown`)."""
     spec = str(spec)
     roots = [Path(p) for p in sorted(glob.glob(spec, recursive=True))] if glob.has_magic(spec) else [Path(spec)]
     found: set[Path] = set()
@@ -87,7 +89,7 @@ def find_run_dirs(spec: str | Path) -> list[Path]:
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.startswith("."))
             if "config.yaml" in filenames or "status.json" in filenames:
-                found.add(Path(dirpath))
+                found.add(shown(Path(dirpath)))
     return sorted(found)
 
 
