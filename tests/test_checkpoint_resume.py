@@ -128,3 +128,26 @@ def test_a_write_over_the_file_size_limit_is_one_line_and_keeps_earlier_checkpoi
     assert sorted(p.name for p in ckpts.iterdir()) == ["final", "step-2", "step-4", "step-6"]  # no .tmp-step-4
     for step in (2, 4, 6):
         assert ckpt_lib.damage(ckpts / f"step-{step}") is None
+
+
+def test_ddp_manifest_covers_every_rank_and_resume_skips_a_damaged_rank_1_file(tmp_path):
+    # Rank 1 writes its own RNG state before the barrier; the manifest, written by rank 0 after it, lists it.
+    ddp = [*RUN, "train.max_steps=4", "launcher=ddp", "launcher.num_processes=2", "train.batch_size=1"]
+    reference = tmp_path / "reference"
+    r = run_cli("train", *ddp, f"hydra.run.dir={reference}", output_dir=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    run = _copy(reference, tmp_path)
+    step4 = run / "checkpoints" / "step-4"
+    assert "random_states_1.pkl" in json.loads((step4 / MANIFEST).read_text())["files"]
+    os.truncate(step4 / "random_states_1.pkl", 100)
+
+    r = run_cli("train", *ddp, f"hydra.run.dir={run}", "train.resume=auto", output_dir=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    size = (reference / "checkpoints" / "step-4" / "random_states_1.pkl").stat().st_size
+    assert (f"percli: warning: skipping damaged checkpoint {step4}: random_states_1.pkl: size 100 bytes, the manifest "
+            f"says {size}; it is kept on disk, not deleted") in r.stderr
+    assert f"resumed from {run}/checkpoints/step-2 at step 2/4" in r.stderr
+    rows, want = read_jsonl(run / "train_log.jsonl"), read_jsonl(reference / "train_log.jsonl")
+    assert [r["step"] for r in rows] == [r["step"] for r in want] == [1, 2, 3, 4]
+    for got, ref in zip(rows, want):  # the same 2-process layout on both sides
+        assert got["loss"] == pytest.approx(ref["loss"], abs=1e-6), got["step"]
