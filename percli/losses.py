@@ -163,18 +163,46 @@ def weighted_nll(logp: Tensor, weights: Tensor, num_tokens_global: int | Tensor)
 
 
 def weight_stats(weights: Tensor, *, raw: Tensor | None = None, pir: Tensor | None = None,
-                 min_weight: float, max_weight: float) -> dict[str, float | int | None]:
+                 min_weight: float, max_weight: float, planted: Tensor | None = None) -> dict[str, float | int | None]:
     """Per-micro-batch statistics for the training log.
 
     pir_mean: mean PIR (None when no PIR was computed, e.g. loss=ce); weight_mean: mean weight;
     clip_low / clip_high: fraction of tokens whose raw score fell below min_weight / above max_weight.
     `tokens` lets `merge_stats` weight micro-batches by their token count.
+
+    `planted` ([N] bool, synthetic data's truth spans) adds per-token sums over planted and other tokens
+    (`_planted_*` / `_other_*`, each divided by N, so merge_stats' token-weighted mean is the exact sum over the
+    step divided by its tokens); `planted_summary` turns them into the logged shares and means.
     """
     n = int(weights.numel())
-    return {
+    stats: dict[str, float | int | None] = {
         "pir_mean": float(pir.float().mean()) if pir is not None and n else None,
         "weight_mean": float(weights.float().mean()) if n else None,
         "clip_low": int((raw < min_weight).sum()) / n if raw is not None and n else 0.0,
         "clip_high": int((raw > max_weight).sum()) / n if raw is not None and n else 0.0,
         "tokens": n,
     }
+    if planted is not None and n:
+        mask = planted.to(weights.device).bool()
+        for part, sel in (("_planted", mask), ("_other", ~mask)):
+            stats[f"{part}_tokens"] = int(sel.sum()) / n
+            stats[f"{part}_weight"] = float(weights.float()[sel].sum()) / n
+            stats[f"{part}_pir"] = float(pir.float()[sel].sum()) / n if pir is not None else None
+    return stats
+
+
+def planted_summary(merged: dict[str, float | int | None]) -> dict[str, float | None]:
+    """The training log's planted-vs-other columns from merged `weight_stats` (empty without truth spans):
+    planted_token_share, planted_weight_mass (share of the step's weight sum on planted tokens), and the mean
+    weight and mean PIR on planted and on other tokens (PIR None where none was computed)."""
+    if merged.get("_planted_tokens") is None:
+        return {}
+
+    def ratio(num: float | int | None, den: float | int | None) -> float | None:
+        return float(num) / float(den) if num is not None and den else None
+
+    total = (merged["_planted_weight"] or 0.0) + (merged["_other_weight"] or 0.0)
+    return {"planted_token_share": merged["_planted_tokens"],
+            "planted_weight_mass": ratio(merged["_planted_weight"], total),
+            **{f"{part}_{what}_mean": ratio(merged[f"_{part}_{what}"], merged[f"_{part}_tokens"])
+               for part in ("planted", "other") for what in ("weight", "pir")}}

@@ -19,6 +19,7 @@ Interface for the training loop (percli/trainer.py), which needs nothing else fr
             weights, stats = schedule.weights(step, scorer, batch, scores, free)   # weights: [N] detached
             loss = weighted_nll(scores.logp, weights, N) * world_size        # percli.losses
         log(merge_stats(all_micro_batch_stats))    # percli.distributed: pir_mean, weight_mean, clip_low, clip_high, tokens
+                                                   # (+ planted_summary's columns on data with truth spans)
     checkpoint["schedule"] = schedule.state_dict()  # tensors, str, numbers, None; load_state_dict(...) on resume
 
 `scorer` is the (prepared) `percli.scoring.TokenScorer`; a bare causal LM works too. `maybe_refresh` is a
@@ -153,11 +154,12 @@ class Schedule:
         raw = raw_scores(self.loss, logp_full=logp_full, logp_free=logp_free,
                          entropy=scores_full.entropy, row=scores_full.row)
         w = clip_weights(raw, scores_full.logp, self.min_weight, self.max_weight)
-        return w, weight_stats(w, raw=raw, pir=pir, min_weight=self.min_weight, max_weight=self.max_weight)
+        return w, weight_stats(w, raw=raw, pir=pir, min_weight=self.min_weight, max_weight=self.max_weight,
+                               planted=batch.get("planted"))
 
-    def _uniform(self, scores_full: TokenScores) -> tuple[Tensor, dict]:
+    def _uniform(self, batch: dict[str, Any], scores_full: TokenScores) -> tuple[Tensor, dict]:
         w = clip_weights(None, scores_full.logp, self.min_weight, self.max_weight)
-        return w, weight_stats(w, min_weight=self.min_weight, max_weight=self.max_weight)
+        return w, weight_stats(w, min_weight=self.min_weight, max_weight=self.max_weight, planted=batch.get("planted"))
 
 
 class WarmupSchedule(Schedule):
@@ -179,7 +181,7 @@ class WarmupSchedule(Schedule):
     def weights(self, step: int, model: nn.Module, batch: dict[str, Any],
                 scores_full: TokenScores, free: FreePass | None = None) -> tuple[Tensor, dict]:
         if step < self.warmup_steps:
-            return self._uniform(scores_full)
+            return self._uniform(batch, scores_full)
         return self._online(model, batch, scores_full, free)
 
 
@@ -229,7 +231,7 @@ class PeriodicSchedule(Schedule):
     def weights(self, step: int, model: nn.Module, batch: dict[str, Any],
                 scores_full: TokenScores, free: FreePass | None = None) -> tuple[Tensor, dict]:
         if self.loss == "ce":
-            return self._uniform(scores_full)
+            return self._uniform(batch, scores_full)
         if self.last_refresh is None:
             raise RuntimeError("periodic schedule: call maybe_refresh(step, model, loader_factory) before weights()")
         raws, pirs = [], []
@@ -245,7 +247,8 @@ class PeriodicSchedule(Schedule):
         raw = torch.cat(raws).to(device) if raws else scores_full.logp.new_zeros(0)
         pir = torch.cat(pirs).to(device) if pirs and pirs[0] is not None else None
         w = clip_weights(raw, scores_full.logp, self.min_weight, self.max_weight)
-        return w, weight_stats(w, raw=raw, pir=pir, min_weight=self.min_weight, max_weight=self.max_weight)
+        return w, weight_stats(w, raw=raw, pir=pir, min_weight=self.min_weight, max_weight=self.max_weight,
+                               planted=batch.get("planted"))
 
     def state_dict(self) -> dict:
         return {"name": self.name, "last_refresh": self.last_refresh, "cache": self.cache}

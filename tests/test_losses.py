@@ -13,6 +13,7 @@ from perce_util import collate, make_pairs, small_lm
 
 from percli.distributed import global_token_count, merge_stats
 from percli.losses import (
+    planted_summary,
     raw_scores,
     token_weights,
     weight_stats,
@@ -87,6 +88,26 @@ def test_a_constant_loss_scale_does_nothing_under_adamw_or_clipping():
     torch.testing.assert_close(_trained(0.8, "adamw", 1.0), _trained(1.0, "adamw", 1.0), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(_trained(0.8, "sgd", 1.0), _trained(1.0, "sgd", 1.0), rtol=1e-5, atol=1e-6)
     assert not torch.allclose(_trained(0.8, "sgd", None), _trained(1.0, "sgd", None), rtol=1e-3)
+
+
+def test_planted_and_other_tokens_weight_mass_and_pir_hand_computed():
+    """Two micro-batches (5 and 3 tokens) merged into one step: the shares and means are exact over the step."""
+    w1, pir1 = torch.tensor([1.0, 0.8, 5.0, 0.8, 0.8]), torch.tensor([1.0, -1.0, 5.5, 0.5, 0.0])
+    planted1 = torch.tensor([False, False, True, True, False])
+    w2, pir2 = torch.tensor([2.0, 1.0, 1.0]), torch.tensor([2.0, 0.0, 1.0])
+    planted2 = torch.tensor([True, False, False])
+    stats = [weight_stats(w, raw=p, pir=p, planted=m, **W) for w, p, m in ((w1, pir1, planted1), (w2, pir2, planted2))]
+    got = planted_summary(merge_stats(stats, across_ranks=False))
+    # planted: w 5.0, 0.8, 2.0 (sum 7.8), PIR 5.5, 0.5, 2.0; other: w 1.0, 0.8, 0.8, 1.0, 1.0 (sum 4.6), PIR 1, -1, 0, 0, 1
+    assert got == pytest.approx({"planted_token_share": 3 / 8, "planted_weight_mass": 7.8 / 12.4,
+                                 "planted_weight_mean": 7.8 / 3, "planted_pir_mean": 8.0 / 3,
+                                 "other_weight_mean": 4.6 / 5, "other_pir_mean": 1.0 / 5})
+    # CE: no PIR; and without truth spans there are no planted columns at all
+    ce = planted_summary(merge_stats([weight_stats(torch.ones(4), planted=torch.tensor([1, 0, 0, 0]).bool(), **W)],
+                                     across_ranks=False))
+    assert ce == {"planted_token_share": 0.25, "planted_weight_mass": 0.25, "planted_weight_mean": 1.0,
+                  "planted_pir_mean": None, "other_weight_mean": 1.0, "other_pir_mean": None}
+    assert planted_summary(merge_stats([weight_stats(w1, **W)], across_ranks=False)) == {}
 
 
 def test_lossce_and_entce_hand_computed():

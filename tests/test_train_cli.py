@@ -22,10 +22,14 @@ from percli.preflight import compose_config
 FAST = ["debug=smoke", "data.max_prompt_tokens=192", "data.max_response_tokens=24"]
 ROW_KEYS = {"step", "epoch", "loss", "ce_loss", "lr", "grad_norm", "tokens", "pir_mean", "weight_mean", "clip_low",
             "clip_high", "step_time", "world_size", "max_memory_mb"}
+# Synthetic data's truth spans add the weight on planted-name tokens against the others (losses.planted_summary).
+PLANTED_KEYS = {"planted_token_share", "planted_weight_mass", "planted_weight_mean", "planted_pir_mean",
+                "other_weight_mean", "other_pir_mean"}
 
 
-def _expected_first_step(overrides: list[str]) -> tuple[float, float, int]:
-    """Step 1's PerCE and CE losses from full [T, V] logits of the seed-0 model, one example at a time."""
+def _expected_first_step(overrides: list[str]) -> tuple[float, float, int, float]:
+    """Step 1's PerCE and CE losses from full [T, V] logits of the seed-0 model, one example at a time, and the
+    share of its PerCE weight on planted-name tokens."""
     from percli.data.collate import batch_indices, encode_examples
     from percli.data.longlamp import load_examples
     from percli.models import load_model_and_tokenizer
@@ -40,7 +44,7 @@ def _expected_first_step(overrides: list[str]) -> tuple[float, float, int]:
             lp = model(torch.tensor([ids])).logits[0].float().log_softmax(-1)
         return lp[torch.arange(start - 1, len(ids) - 1), torch.tensor(ids[start:])]
 
-    weighted = ce = 0.0
+    weighted = ce = planted = total = 0.0
     n = 0
     for p in (pairs[i] for i in rows):
         full, free = logp(p.full_ids, p.response_start_full), logp(p.free_ids, p.response_start_free)
@@ -48,27 +52,31 @@ def _expected_first_step(overrides: list[str]) -> tuple[float, float, int]:
         weighted -= float((w * full).sum())
         ce -= float(full.sum())
         n += len(p.response_ids)
-    return weighted / n, ce / n, n
+        planted += float(w[torch.tensor(p.planted)].sum())
+        total += float(w.sum())
+    return weighted / n, ce / n, n, planted / total
 
 
 def test_smoke_perce_end_to_end(cli, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     run = tmp_path / "run"
-    r = cli("train", "model=tiny", "loss=perce", *FAST, "logger=wandb", "logger.mode=offline",
+    # 64 response tokens: the first batch reaches planted names (24 would stop before them).
+    r = cli("train", "model=tiny", "loss=perce", *FAST, "data.max_response_tokens=64", "logger=wandb", "logger.mode=offline",
             "logger.tags=[smoke,test]", f"hydra.run.dir={run}", env={"WANDB_MODE": "offline"})
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads((run / "status.json").read_text())["status"] == "ok"
 
     rows = read_jsonl(run / "train_log.jsonl")
     assert [row["step"] for row in rows] == [1, 2, 3]
-    assert set(rows[0]) == ROW_KEYS
+    assert set(rows[0]) == ROW_KEYS | PLANTED_KEYS
     assert [row["epoch"] for row in rows] == [0.25, 0.5, 0.75]  # 8 examples, global batch 2
     assert [row["lr"] for row in rows] == pytest.approx([1e-3, 7.5e-4, 2.5e-4])  # cosine over 3, no warmup
     assert all(row["world_size"] == 1 and 0.8 - 1e-6 <= row["weight_mean"] <= 5.0 for row in rows)
     assert all(row["max_memory_mb"] is None for row in rows)  # CUDA peak memory; none on CPU
-    loss, ce, n = _expected_first_step(["model=tiny", "loss=perce", *FAST])
-    assert rows[0]["tokens"] == n
+    loss, ce, n, mass = _expected_first_step(["model=tiny", "loss=perce", *FAST, "data.max_response_tokens=64"])
+    assert rows[0]["tokens"] == n and 0 < mass < 1
+    assert rows[0]["planted_weight_mass"] == pytest.approx(mass, rel=1e-5)
     assert rows[0]["loss"] == pytest.approx(loss, rel=1e-5)
     assert rows[0]["ce_loss"] == pytest.approx(ce, rel=1e-5)
     assert rows[2]["ce_loss"] < rows[0]["ce_loss"]  # lr 1e-3 on the same small set: it learns

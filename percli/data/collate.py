@@ -25,6 +25,7 @@ from transformers import PreTrainedTokenizerBase
 
 from percli.data.example import Example
 from percli.data.prompts import MAIN_FIELD, decode_main_text, format_item, format_prompt
+from percli.data.synthetic import planted_token_mask
 from percli.models import chat_prompt_ids
 from percli.scoring import IGNORE_INDEX
 
@@ -43,6 +44,7 @@ class EncodedPair:
     free_prompt: str
     items_kept: int  # profile items in the full prompt (the last one possibly cut)
     item_cut: bool
+    planted: list[bool] | None = None  # per response token: inside a planted name (synthetic truth spans)
 
 
 @dataclass
@@ -141,7 +143,8 @@ def encode_examples(examples: Sequence[Example], tokenizer: PreTrainedTokenizerB
         pair = EncodedPair(
             id=ex.id, index=index, full_ids=full_ids + resp, free_ids=free_ids + resp,
             response_start_full=len(full_ids), response_start_free=len(free_ids), response_ids=resp,
-            response_offsets=offsets, full_prompt=full_prompt, free_prompt=ex.input, items_kept=kept, item_cut=cut)
+            response_offsets=offsets, full_prompt=full_prompt, free_prompt=ex.input, items_kept=kept, item_cut=cut,
+            planted=planted_token_mask(offsets, ex.meta["planted_spans"]) if "planted_spans" in ex.meta else None)
         assert pair.full_ids[pair.response_start_full:] == pair.free_ids[pair.response_start_free:] == resp
         pairs.append(pair)
     report.kept = len(pairs)
@@ -185,6 +188,9 @@ class PairCollator:
             "free_input_ids": free[0], "free_attention_mask": free[1], "free_labels": free[2],
             "ids": [p.id for p in pairs],
             "index": torch.tensor([p.index for p in pairs], dtype=torch.long),
+            # Row-major like TokenScores: the training log's weight mass on planted vs other tokens.
+            **({"planted": torch.tensor([t for p in pairs for t in p.planted], dtype=torch.bool)}
+               if all(p.planted is not None for p in pairs) else {}),
         }
 
 

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,12 @@ class SyntheticRecord:
     def truth(self) -> dict[str, Any]:
         return {"id": self.id, "user_id": _user_of(self.record), "planted_words": self.planted_words,
                 "spans": self.spans}
+
+
+def planted_token_mask(offsets: Sequence[tuple[int, int]], spans: Sequence[dict]) -> list[bool]:
+    """Per token (its char span in the text): whether it overlaps a planted word's truth span (zero-width tokens,
+    the eos, never do)."""
+    return [e > s and any(s < sp["end"] and e > sp["start"] for sp in spans) for s, e in offsets]
 
 
 def _user_of(record: dict[str, Any]) -> str:
