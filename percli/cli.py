@@ -24,8 +24,7 @@ from percli.errors import ConfigError, PercliError
 from percli.io import atomic_write_json, atomic_write_text
 from percli.log import log, result
 from percli.losses import LOSSES
-from percli.paths import CONF_DIR
-from percli.preflight import compose_config, preflight
+from percli.preflight import compose_config, config_search, preflight
 from percli.rundir import check_fresh_run_dir
 from percli.schema import describe
 
@@ -43,7 +42,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 # Flags after which Hydra prints something and exits without running a job: nothing to validate.
 _INFO_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--version", "--shell-completion", "-sc"}
 _FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
-                     "--config-dir", "-cd", "--experimental-rerun", "--info", "-i"}
+                     "--experimental-rerun", "--info", "-i"}
+_CONFIG_DIR_FLAGS = ("-cd", "--config-dir")
 
 # Failures of multirun jobs, reported once the sweep ends (one failed job never stops the others).
 _FAILED_JOBS: list[str] = []
@@ -84,6 +84,27 @@ def _overrides_only(args: list[str]) -> list[str]:
     return out
 
 
+def _take_config_dir(args: list[str]) -> tuple[Path | None, list[str]]:
+    """`-cd/--config-dir DIR` taken out of the arguments: percli searches that tree before its own
+    (preflight.config_search) instead of handing the flag to Hydra."""
+    config_dir, rest, i = None, [], 0
+    while i < len(args):
+        flag, _, value = args[i].partition("=")
+        if flag in _CONFIG_DIR_FLAGS:
+            if not value:
+                if i + 1 == len(args):
+                    raise ConfigError(f"{flag} needs a directory: {flag} DIR")
+                value, i = args[i + 1], i + 1
+            config_dir = Path(value).expanduser().resolve()
+            if not config_dir.is_dir():
+                raise ConfigError(f"{flag} {value}: no such directory; pass a directory laid out like percli's "
+                                  "conf/ (e.g. DIR/model/mine.yaml for model=mine)")
+        else:
+            rest.append(args[i])
+        i += 1
+    return config_dir, rest
+
+
 def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help", "help"):
@@ -94,13 +115,14 @@ def main(argv: list[str] | None = None) -> None:
         _fail(f"unknown command '{command}'; choose one of: {', '.join(COMMANDS)}", 2)
     debug = os.environ.get("PERCLI_DEBUG") == "1"
     try:
+        config_dir, rest = _take_config_dir(rest)
         if not any(a in _INFO_FLAGS for a in rest):
             preflight(command, _overrides_only(rest), multirun=("-m" in rest or "--multirun" in rest),
-                      check_environment=not any(a in ("--cfg", "-c") for a in rest))
+                      check_environment=not any(a in ("--cfg", "-c") for a in rest), config_dir=config_dir)
         if any(a in ("-h", "--help") for a in rest):
-            _print_help(command, rest)
+            _print_help(command, rest, config_dir)
         else:
-            _run_hydra(command, rest)
+            _run_hydra(command, rest, config_dir)
     except PercliError as e:
         if debug:
             raise
@@ -109,25 +131,27 @@ def main(argv: list[str] | None = None) -> None:
         _fail(f"{len(_FAILED_JOBS)} job(s) failed: " + "; ".join(_FAILED_JOBS), 1)
 
 
-def _print_help(command: str, rest: list[str]) -> None:
+def _print_help(command: str, rest: list[str], config_dir: Path | None) -> None:
     """`percli <command> --help`: Hydra's list of config groups, then every key's value and doc."""
     try:
-        _run_hydra(command, rest)
+        _run_hydra(command, rest, config_dir)
     except SystemExit as e:  # Hydra exits once its help is printed
         if e.code not in (0, None):
             raise
-    keys = describe(compose_config(command, _overrides_only(rest)))
+    keys = describe(compose_config(command, _overrides_only(rest), config_dir=config_dir))
     result("\n".join(["", "== Config keys ==", "key=value as composed: what it does [what it accepts]. Override "
                       "with key=value; `--cfg job` prints the whole config.", "", *keys]))
 
 
-def _run_hydra(command: str, rest: list[str]) -> None:
-    @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name=command)
+def _run_hydra(command: str, rest: list[str], config_dir: Path | None) -> None:
+    primary, behind = config_search(config_dir)
+
+    @hydra.main(version_base="1.3", config_path=str(primary), config_name=command)
     def _job(cfg: DictConfig) -> None:
         _run_job(command, cfg)
 
     saved = sys.argv
-    sys.argv = [f"percli-{command}", *rest]
+    sys.argv = [f"percli-{command}", *rest, *(["--config-dir", str(behind)] if behind else [])]
     try:
         _job()
     finally:

@@ -8,7 +8,9 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-CONF_DIR = REPO_ROOT / "conf"
+# A wheel carries the config tree as percli/conf (setup.py copies it there); a checkout has it at the top.
+_PACKAGED_CONF = Path(__file__).resolve().parent / "conf"
+CONF_DIR = _PACKAGED_CONF if _PACKAGED_CONF.is_dir() else REPO_ROOT / "conf"
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 
 

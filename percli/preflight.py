@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
+from hydra import compose, version
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra._internal.hydra import Hydra
+from hydra._internal.utils import create_config_search_path
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import (
@@ -34,12 +36,27 @@ def expand_sweep(overrides: list[str]) -> list[list[str]]:
     return [list(job) for batch in batches for job in batch]
 
 
-def compose_config(command: str, overrides: list[str], hydra_config: bool = False) -> DictConfig:
-    """Compose `command`'s config with overrides, mapping Hydra's errors to one-line ConfigErrors."""
+def config_search(config_dir: Path | None) -> tuple[Path, Path | None]:
+    """Hydra's primary config dir, and the tree searched right behind it. With a user's `-cd DIR` that is
+    DIR, then percli's own tree, so the user can add an option to a group or replace one of ours (Hydra's own
+    `-cd` would be searched after the primary dir, ours). The run passes the second as Hydra's `--config-dir`."""
+    return (CONF_DIR, None) if config_dir is None else (config_dir, CONF_DIR)
+
+
+def compose_config(command: str, overrides: list[str], hydra_config: bool = False,
+                   config_dir: Path | None = None) -> DictConfig:
+    """Compose `command`'s config with overrides (and a user's config dir searched first), mapping Hydra's
+    errors to one-line ConfigErrors."""
+    primary, behind = config_search(config_dir)
     GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-            return compose(config_name=command, overrides=overrides, return_hydra_config=hydra_config)
+        # initialize_config_dir, plus the tree `--config-dir` adds for the run, in the same place.
+        version.setbase("1.3")
+        search_path = create_config_search_path(str(primary))
+        if behind is not None:
+            search_path.append("command-line", f"file://{behind}", anchor="main")
+        Hydra.create_main_hydra2(task_name="app", config_search_path=search_path)
+        return compose(config_name=command, overrides=overrides, return_hydra_config=hydra_config)
     except MissingConfigException as e:
         raise ConfigError(_missing_option_message(e, overrides)) from None
     except (ConfigCompositionException, OverrideParseException, HydraException, OmegaConfBaseException) as e:
@@ -72,7 +89,8 @@ def _composition_message(e: Exception, overrides: list[str]) -> str:
     return text[:400]
 
 
-def preflight(command: str, overrides: list[str], multirun: bool = False, check_environment: bool = True) -> None:
+def preflight(command: str, overrides: list[str], multirun: bool = False, check_environment: bool = True,
+              config_dir: Path | None = None) -> None:
     """Validate every job's config; with `check_environment`, also that its model can be loaded and its
     registry names exist (skipped for `--cfg`, which only prints the config)."""
     try:
@@ -81,7 +99,7 @@ def preflight(command: str, overrides: list[str], multirun: bool = False, check_
         raise ConfigError(_composition_message(e, overrides)) from None
     composed = []
     for job in jobs:
-        cfg = compose_config(command, job, hydra_config=True)
+        cfg = compose_config(command, job, hydra_config=True, config_dir=config_dir)
         _in_job(check_values, cfg, job, len(jobs))
         if not multirun and any(o.startswith("hydra.run.dir=") for o in job):
             check_fresh_run_dir(Path(OmegaConf.select(cfg, "hydra.run.dir")), cfg)

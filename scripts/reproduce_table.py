@@ -257,7 +257,7 @@ def demo(args: argparse.Namespace) -> int:
     if perce or args.dry_run:
         ckpt = perce[0].run_dir / "checkpoints" / "final" if perce else "<perce run>/checkpoints/final"
         # Scored on the held-out test split, the same examples the table's metrics come from.
-        failed |= percli("contrast", "+experiment=demo", f"model.path={ckpt}", "data.split=test",
+        failed |= percli("contrast", "experiment=demo", f"model.path={ckpt}", "data.split=test",
                          f"hydra.run.dir={contrast_dir}", *args.overrides, dry_run=args.dry_run) != 0
     else:
         print("percli: no PerCE checkpoint to score, so no heatmap (see the table's notes)", flush=True)

@@ -3,15 +3,22 @@ message shape), each run as a real subprocess."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import sysconfig
 import time
+from pathlib import Path
 
 import pytest
 import yaml
-from helpers import composed
+from helpers import OFFLINE, REPO, composed, only_run_dir
 
 from percli.cli import COMMANDS
 from percli.errors import EnvironmentProblem
-from percli.preflight import preflight
+from percli.paths import CONF_DIR
+from percli.preflight import compose_config, preflight
 from percli.schema import SCHEMA, leaf_keys
 
 
@@ -143,3 +150,59 @@ def test_cfg_job_prints_hub_presets_offline(cli):
     assert r.returncode == 0, r.stderr
     assert yaml.safe_load(r.stdout)["model"]["hub_id"] == "Qwen/Qwen3-4B"
 
+
+USER_MODEL = "defaults:\n  - tiny\n  - _self_\nname: mine\narch:\n  num_hidden_layers: 1\n"
+
+
+def test_user_config_dir_adds_a_model(cli, tmp_path: Path):
+    (tmp_path / "my_conf" / "model").mkdir(parents=True)
+    (tmp_path / "my_conf" / "model" / "mine.yaml").write_text(USER_MODEL)
+    r = cli("train", "-cd", "my_conf", "model=mine", "debug=smoke", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    run_dir = only_run_dir(tmp_path / "outputs", "train")
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert (cfg["model"]["name"], cfg["model"]["source"], cfg["model"]["arch"]["num_hidden_layers"]) == ("mine", "tiny", 1)
+    assert json.loads((run_dir / "status.json").read_text()) == {"status": "ok"}
+    # Validation sees the user's options too: a typo lists them beside ours.
+    r = cli("train", "--config-dir=my_conf", "model=nope", cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.strip() == ("percli: error: model=nope is not a known model; "
+                                "choose one of: llama3-8b, mine, qwen3-14b, qwen3-4b, smollm2-135m, tiny")
+
+
+def test_user_config_dir_is_searched_before_ours(tmp_path: Path):
+    (tmp_path / "model").mkdir()
+    ours = (CONF_DIR / "model" / "tiny.yaml").read_text()
+    (tmp_path / "model" / "tiny.yaml").write_text(ours.replace("name: tiny", "name: my-tiny"))
+    assert compose_config("train", ["debug=smoke"], config_dir=tmp_path).model.name == "my-tiny"
+    assert compose_config("train", ["debug=smoke"]).model.name == "tiny"
+
+
+def test_missing_user_config_dir_is_one_line(cli, tmp_path: Path):
+    r = cli("train", "-cd", str(tmp_path / "nowhere"), "debug=smoke")
+    assert r.returncode == 2
+    assert r.stderr.strip() == (f"percli: error: -cd {tmp_path / 'nowhere'}: no such directory; pass a directory "
+                                "laid out like percli's conf/ (e.g. DIR/model/mine.yaml for model=mine)")
+
+
+@pytest.mark.slow
+def test_a_wheel_ships_the_configs_and_trains_from_another_directory(tmp_path: Path):
+    """`pip install .` (not editable): the config tree travels inside the package. The fresh venv reuses this
+    environment's packages through a .pth file, so nothing is downloaded."""
+    wheels, venv, elsewhere = tmp_path / "wheels", tmp_path / "venv", tmp_path / "elsewhere"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheels),
+                    str(REPO)], check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    site = next((venv / "lib").glob("python*/site-packages"))
+    (site / "host_packages.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    subprocess.run([venv / "bin" / "pip", "install", "-q", "--no-deps", *wheels.glob("percli-*.whl")], check=True,
+                   capture_output=True)
+    elsewhere.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | OFFLINE | {"WANDB_MODE": "disabled"}
+    where = subprocess.run([venv / "bin" / "python", "-c", "import percli.paths as p; print(p.CONF_DIR)"],
+                           capture_output=True, text=True, cwd=elsewhere, env=env, check=True).stdout.strip()
+    assert where == str(site / "percli" / "conf")
+    r = subprocess.run([venv / "bin" / "percli", "train", "debug=smoke"], capture_output=True, text=True,
+                       cwd=elsewhere, env=env)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(next(elsewhere.glob("outputs/train/runs/*/status.json")).read_text()) == {"status": "ok"}

@@ -68,9 +68,10 @@ def test_demo_preset_is_offline_and_equal_budget() -> None:
     a, b = OmegaConf.to_container(ce), OmegaConf.to_container(perce)
     assert a.pop("loss")["name"] == "ce" and b.pop("loss")["name"] == "perce"
     assert a == b
-    # The same preset drives eval and (appended) contrast, so the demo's data is defined once.
-    for command, override in (("eval", "experiment=demo"), ("contrast", "+experiment=demo")):
-        cfg = compose_config(command, [override])
+    # The same preset drives eval, contrast and data (experiment is a group of each), so the demo's data is
+    # defined once.
+    for command in ("eval", "contrast", "data"):
+        cfg = compose_config(command, ["experiment=demo"])
         assert (cfg.model.name, cfg.data.num_users, cfg.data.max_prompt_tokens) == (
             "smollm2-135m", ce.data.num_users, ce.data.max_prompt_tokens)
 

@@ -120,7 +120,7 @@ def test_dry_runs_print_the_pipelines(script, tmp_path: Path, capsys) -> None:
         f"+ percli train -m experiment=demo loss=ce,perce eval.split=val hydra.sweep.dir={d / 'train'}",
         f"+ percli eval -m +eval_job=<selected checkpoint>,... hydra.searchpath=[file://{d / 'eval' / '.jobs'}] "
         f"hydra.sweep.dir={d / 'eval'} hydra.sweep.subdir=${{hydra.runtime.choices.eval_job}}",
-        f"+ percli contrast +experiment=demo model.path=<perce run>/checkpoints/final data.split=test "
+        f"+ percli contrast experiment=demo model.path=<perce run>/checkpoints/final data.split=test "
         f"hydra.run.dir={d / 'contrast'}",
         f"+ percli table table.runs={d} table.out_dir={tmp_path / 'r'}",
     ]
