@@ -61,6 +61,7 @@ _WRITE_ERRORS = (OSError, RuntimeError, SafetensorError)
 class CheckpointWriteFailed(PercliError):
     """A checkpoint could not be written (disk full, file-size limit, permission): exit code 1."""
 
+
 # Config keys whose change would change the loss curve: resuming across such a change is refused.
 # Memory-only or bookkeeping keys (gradient checkpointing, save_every, logger, eval, paths) may change.
 RESULT_KEYS = ("seed", "model", "task", "data", "retriever", "loss", "schedule", "train.epochs",
@@ -104,7 +105,8 @@ _noted: set[Path] = set()  # checkpoints whose skip line or pre-manifest note wa
 
 def damage(ckpt: Path) -> str | None:
     """What is wrong with a checkpoint, '<file>: missing | size ... | hash ...', or None when it verifies
-    against its manifest or predates manifests."""
+    against its manifest or predates manifests. Hashed once per process while its files keep their sizes
+    and mtimes (a new process, e.g. a resumed run, always hashes)."""
     ckpt = Path(ckpt).absolute()
     if not has_manifest(ckpt):
         return None
