@@ -24,8 +24,8 @@ from percli.errors import ConfigError, PercliError
 from percli.io import atomic_write_json, atomic_write_text
 from percli.log import log, result
 from percli.losses import LOSSES
-from percli.preflight import compose_config, config_search, preflight
-from percli.rundir import check_fresh_run_dir
+from percli.preflight import compose_config, config_search, expand_sweep, preflight
+from percli.rundir import check_fresh_run_dir, sweep_failures
 from percli.schema import describe
 
 # command -> (one-line help, "module:function" taking (cfg, run_dir)); a command's module is imported only
@@ -44,9 +44,6 @@ _INFO_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--version", "--s
 _FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
                      "--experimental-rerun", "--info", "-i"}
 _CONFIG_DIR_FLAGS = ("-cd", "--config-dir")
-
-# Failures of multirun jobs, reported once the sweep ends (one failed job never stops the others).
-_FAILED_JOBS: list[str] = []
 
 
 def _usage() -> str:
@@ -116,19 +113,26 @@ def main(argv: list[str] | None = None) -> None:
     debug = os.environ.get("PERCLI_DEBUG") == "1"
     try:
         config_dir, rest = _take_config_dir(rest)
+        overrides, sweep_dir = _overrides_only(rest), None
+        multirun = "-m" in rest or "--multirun" in rest
         if not any(a in _INFO_FLAGS for a in rest):
-            preflight(command, _overrides_only(rest), multirun=("-m" in rest or "--multirun" in rest),
-                      check_environment=not any(a in ("--cfg", "-c") for a in rest), config_dir=config_dir)
+            sweep_dir = preflight(command, overrides, multirun=multirun, config_dir=config_dir,
+                                  check_environment=not any(a in ("--cfg", "-c") for a in rest))
         if any(a in ("-h", "--help") for a in rest):
             _print_help(command, rest, config_dir)
-        else:
-            _run_hydra(command, rest, config_dir)
+            return
+        if sweep_dir is not None and not any(o.startswith("hydra.sweep.dir=") for o in overrides):
+            rest = [*rest, f"hydra.sweep.dir='{sweep_dir}'"]  # the dir preflight checked and the report reads
+        _run_hydra(command, rest, config_dir)
     except PercliError as e:
         if debug:
             raise
         _fail(str(e), e.exit_code)
-    if _FAILED_JOBS:
-        _fail(f"{len(_FAILED_JOBS)} job(s) failed: " + "; ".join(_FAILED_JOBS), 1)
+    if sweep_dir is not None and not any(a in ("--cfg", "-c") for a in rest):
+        # From each job's status.json: the same under any launcher, including jobs that ran on other machines.
+        failed = sweep_failures(sweep_dir, len(expand_sweep(overrides)))
+        if failed:
+            _fail(f"{len(failed)} job(s) failed: " + "; ".join(failed), 1)
 
 
 def _print_help(command: str, rest: list[str], config_dir: Path | None) -> None:
@@ -172,10 +176,6 @@ def _run_job(command: str, cfg: DictConfig) -> None:
     try:
         check_fresh_run_dir(run_dir, cfg)
     except ConfigError as e:  # another run's dir: leave its status.json and files untouched
-        if multirun:
-            log.info(f"job {hc.job.num} skipped: {e}")
-            _FAILED_JOBS.append(f"job {hc.job.num}: {e}")
-            return
         _fail(str(e), e.exit_code)
     try:
         atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
@@ -195,9 +195,8 @@ def _run_job(command: str, cfg: DictConfig) -> None:
         atomic_write_text(run_dir / "error.txt", traceback.format_exc())
         if debug and not isinstance(e, SystemExit):
             raise
-        if multirun:
+        if multirun:  # the others go on; the sweep's report reads this job's status.json
             log.info(f"job {hc.job.num} failed ({run_dir}): {message}")
-            _FAILED_JOBS.append(f"job {hc.job.num}: {message}")
             return
         _fail(message, code)
     atomic_write_json(run_dir / "status.json", {"status": "ok"})

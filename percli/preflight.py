@@ -23,7 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 from percli.data.longlamp import check_hub_data
 from percli.errors import ConfigError, EnvironmentProblem
 from percli.eval_inputs import check_vllm_installed, read_predictions
-from percli.hub import hub_model_dir
+from percli.hub import dense_retriever_dir, hub_model_dir
 from percli.paths import CONF_DIR
 from percli.rundir import check_fresh_run_dir
 from percli.schema import check_names, check_values
@@ -90,9 +90,10 @@ def _composition_message(e: Exception, overrides: list[str]) -> str:
 
 
 def preflight(command: str, overrides: list[str], multirun: bool = False, check_environment: bool = True,
-              config_dir: Path | None = None) -> None:
-    """Validate every job's config; with `check_environment`, also that its model can be loaded and its
-    registry names exist (skipped for `--cfg`, which only prints the config)."""
+              config_dir: Path | None = None) -> Path | None:
+    """Validate every job's config; with `check_environment`, also that its model can be loaded, its registry
+    names exist and its launcher can start (skipped for `--cfg`, which only prints the config). Returns a
+    sweep's directory, resolved once so every job and the final report use the same one."""
     try:
         jobs = expand_sweep(overrides) if multirun else [overrides]
     except (OverrideParseException, HydraException) as e:
@@ -104,14 +105,22 @@ def preflight(command: str, overrides: list[str], multirun: bool = False, check_
         if not multirun and any(o.startswith("hydra.run.dir=") for o in job):
             check_fresh_run_dir(Path(OmegaConf.select(cfg, "hydra.run.dir")), cfg)
         composed.append((job, cfg))
+    sweep_dir = Path(OmegaConf.select(composed[0][1], "hydra.sweep.dir")) if multirun else None
+    if sweep_dir is not None:
+        check_fresh_run_dir(sweep_dir, composed[0][1])
     if not check_environment:
-        return
+        return sweep_dir
     # Every job's config first, so a typo in the last job is not hidden behind the first job's missing data.
     for _, cfg in composed:
         _check_environment(cfg)
-    # Registry names last: reading a registry imports torch, which a bad value above need not wait for.
+    # Registry names and launchers last: both import torch, which a bad value above need not wait for.
+    from percli.launch import check_launcher  # torch: only once every cheaper check has passed
+
     for job, cfg in composed:
         _in_job(check_names, cfg, job, len(jobs))
+        if cfg.get("launcher") is not None:
+            _in_job(check_launcher, cfg, job, len(jobs))
+    return sweep_dir
 
 
 def _in_job(check: Callable[[DictConfig], None], cfg: DictConfig, job: list[str], num_jobs: int) -> None:
@@ -135,6 +144,10 @@ def _check_environment(cfg: DictConfig) -> None:
     data = cfg.get("data")
     if data is not None and data.get("source") == "hub":
         check_hub_data(cfg)
+    retriever = cfg.get("retriever")
+    if retriever is not None and retriever.get("name") == "contriever" and retriever.get("k") \
+            and not Path(str(retriever.model_id)).expanduser().is_dir():
+        dense_retriever_dir(str(retriever.model_id), retriever.name, download=False)
     model = cfg.get("model")
     if model is None:
         return

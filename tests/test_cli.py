@@ -19,6 +19,7 @@ from percli.cli import COMMANDS
 from percli.errors import EnvironmentProblem
 from percli.paths import CONF_DIR
 from percli.preflight import compose_config, preflight
+from percli.rundir import sweep_failures
 from percli.schema import SCHEMA, leaf_keys
 
 
@@ -140,8 +141,8 @@ def test_rerun_into_a_finished_sweep_leaves_its_runs_untouched(cli, tmp_path):
     assert len(before) == 2 and all("first" in text for text in before.values())
     # A second sweep into the same dir must not run there, nor overwrite the first sweep's records.
     again = cli("table", "-m", f"hydra.sweep.dir={sweep}", f"table.runs={tmp_path / 'second'}", outs)
-    assert again.returncode == 1
-    assert "already holds a run" in again.stderr
+    assert again.returncode == 2  # refused by preflight, before any job
+    assert again.stderr.startswith(f"percli: error: run dir {sweep} already holds a run (0, 1, ")
     assert {p: p.read_text() for p in sweep.glob("*/status.json")} == before
 
 
@@ -206,3 +207,68 @@ def test_a_wheel_ships_the_configs_and_trains_from_another_directory(tmp_path: P
                        cwd=elsewhere, env=env)
     assert r.returncode == 0, r.stderr
     assert json.loads(next(elsewhere.glob("outputs/train/runs/*/status.json")).read_text()) == {"status": "ok"}
+
+
+def test_local_launcher_with_two_processes_fails_in_preflight(cli, tmp_path: Path):
+    r = cli("train", "launcher=local", "launcher.num_processes=2", "debug=smoke")
+    assert r.returncode == 2
+    assert r.stderr.strip() == ("percli: error: launcher=local runs one process (got launcher.num_processes=2, "
+                                "num_machines=1); use launcher=ddp or launcher=deepspeed")
+    assert not (tmp_path / "outputs").exists()  # no run dir
+
+
+# A Hydra launcher that runs every job in a forked child process, as a cluster launcher runs them on other
+# machines: nothing a job does reaches the CLI's process except through the job's files.
+FORKED_LAUNCHER = """
+import os
+
+from hydra._internal.core_plugins.basic_launcher import BasicLauncher
+from hydra.core.utils import JobReturn, JobStatus
+
+
+class ForkedLauncher(BasicLauncher):
+    def launch(self, job_overrides, initial_job_idx):
+        returns = []
+        for idx, overrides in enumerate(job_overrides, initial_job_idx):
+            pid = os.fork()
+            if pid == 0:
+                with open("forked.log", "a") as log:
+                    log.write(f"{idx} {os.getpid()} {os.getppid()}\\n")
+                super().launch([overrides], idx)
+                os._exit(0)
+            os.waitpid(pid, 0)
+            returns.append(JobReturn(status=JobStatus.COMPLETED, _return_value=None))
+        return returns
+"""
+
+
+def test_sweep_failures_come_from_each_jobs_status_json(cli, tmp_path: Path):
+    plugins = tmp_path / "plugins" / "hydra_plugins"
+    plugins.mkdir(parents=True)
+    (plugins / "forked_launcher.py").write_text(FORKED_LAUNCHER)
+    (tmp_path / "my_conf" / "hydra" / "launcher").mkdir(parents=True)
+    (tmp_path / "my_conf" / "hydra" / "launcher" / "forked.yaml").write_text(
+        "_target_: hydra_plugins.forked_launcher.ForkedLauncher\n")
+    sweep = tmp_path / "sweep"
+    path = os.pathsep.join(filter(None, [str(tmp_path / "plugins"), os.environ.get("PYTHONPATH")]))
+    # Job 1 (data.source=local without data.path) composes and validates, then fails when it loads data.
+    r = cli("data", "-m", "-cd", "my_conf", "hydra/launcher=forked", "debug=smoke", "data.source=synthetic,local",
+            f"hydra.sweep.dir={sweep}", cwd=tmp_path, env={"PYTHONPATH": path})
+    assert r.returncode == 1, r.stderr
+    forks = [line.split() for line in (tmp_path / "forked.log").read_text().splitlines()]
+    assert [job for job, _, _ in forks] == ["0", "1"] and all(pid != parent for _, pid, parent in forks)
+    assert json.loads((sweep / "0" / "status.json").read_text()) == {"status": "ok"}
+    failed = json.loads((sweep / "1" / "status.json").read_text())
+    assert failed["status"] == "failed" and failed["error"].startswith("data.source=local needs data.path=DIR")
+    assert r.stderr.strip().splitlines()[-1] == f"percli: error: 1 job(s) failed: job 1: {failed['error']}"
+
+
+def test_sweep_failures_name_jobs_without_status_and_jobs_never_started(tmp_path: Path):
+    for job, status in (("0", {"status": "ok"}), ("1", {"status": "failed", "error": "boom\n  at step 3"}),
+                        ("2", None)):
+        (tmp_path / job / ".hydra").mkdir(parents=True)
+        if status is not None:
+            (tmp_path / job / "status.json").write_text(json.dumps(status))
+    assert sweep_failures(tmp_path, 4) == [
+        "job 1: boom at step 3", "job 2: no status.json: still running, or killed before it finished",
+        f"1 of 4 jobs never started (no job dir under {tmp_path})"]

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from percli.io import read_jsonl
 from percli.paths import shown
+from percli.rundir import run_status
 
 # Run dirs hold checkpoints and Hydra's own copies of the config: never descend into them (nor into any
 # hidden dir, where scripts/reproduce_table.py keeps failed attempts it re-ran).
@@ -120,17 +121,6 @@ def _read_json(path: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     return obj if isinstance(obj, dict) else None
-
-
-def run_status(run_dir: Path) -> tuple[str, str | None]:
-    """('ok' | 'failed' | 'unknown', problem text or None)."""
-    status = _read_json(run_dir / "status.json")
-    if status is None:
-        return "unknown", "no status.json: still running, or killed before it finished"
-    if status.get("status") == "ok":
-        return "ok", None
-    error = " ".join(str(status.get("error") or "no error message recorded").split())
-    return "failed", f"failed: {error}"
 
 
 def _metrics(run_dir: Path) -> tuple[dict[str, float] | None, str | None]:
