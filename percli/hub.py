@@ -77,6 +77,13 @@ def hub_model_dir(repo_id: str, model_name: str, download: bool = True) -> str |
                                  f"machine with network (`hf download {repo_id}`)", download)
 
 
+def dense_retriever_dir(model_id: str, retriever_name: str, download: bool = True) -> str | None:
+    """`retriever=<retriever_name>`'s encoder directory (see hub_snapshot)."""
+    return hub_snapshot(model_id, f"retriever={retriever_name} needs {model_id}, which is not in the local HF cache, "
+                                  "and the hub is unreachable; use retriever=minilm (offline dense) or retriever=bm25, "
+                                  "or set retriever.model_id=DIR to a local copy", download)
+
+
 def dataset_cached(repo_id: str, config_name: str) -> bool:
     """True if `datasets` may load (repo_id, config_name) without the hub: its prepared Arrow copy or the repo's
     files are in the local caches. Read from the cache layout, since importing `datasets` takes seconds."""

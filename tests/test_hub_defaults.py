@@ -17,8 +17,8 @@ from percli.preflight import preflight
 # The README's first GPU example.
 GPU_EXAMPLE = ["task=review", "model=qwen3-4b", "launcher=deepspeed", "loss=perce"]
 HINT = ("percli: error: LongLaMP/LongLaMP (product_review_user) is not in the local HF cache and the dataset hub is "
-        "unreachable; run offline with data=synthetic (seeded LongLaMP-schema data), or use a copy on disk: "
-        "data.source=local data.path=DIR with {train,val,test}.jsonl files")
+        "unreachable; run offline with data=synthetic retriever=bm25 (seeded LongLaMP-schema data), or use a copy "
+        "on disk: data.source=local data.path=DIR with {train,val,test}.jsonl files")
 
 
 @pytest.mark.parametrize("command", ["train", "eval", "contrast", "data"])
@@ -34,6 +34,21 @@ def test_offline_the_gpu_example_fails_in_one_line_naming_data_synthetic(cli, tm
     r = cli("train", *GPU_EXAMPLE)
     assert (r.returncode, r.stderr, r.stdout) == (1, HINT + "\n", "")
     assert not (tmp_path / "outputs").exists()  # failed before Hydra made a run dir
+
+
+def test_the_gpu_example_runs_one_process_per_visible_gpu(cli):
+    cfg = yaml.safe_load(cli("train", *GPU_EXAMPLE, "--cfg", "job").stdout)
+    assert (cfg["launcher"]["name"], cfg["launcher"]["num_processes"], cfg["model"]["hub_id"]) == (
+        "deepspeed", "auto", "Qwen/Qwen3-4B")
+
+
+def test_offline_synthetic_data_with_contriever_fails_in_one_line_naming_bm25(cli, tmp_path):
+    r = cli("train", "data=synthetic")
+    assert (r.returncode, r.stderr) == (1, "percli: error: retriever=contriever needs facebook/contriever, which is not "
+                                           "in the local HF cache, and the hub is unreachable; use retriever=minilm "
+                                           "(offline dense) or retriever=bm25, or set retriever.model_id=DIR to a local "
+                                           "copy\n")
+    assert not (tmp_path / "outputs").exists()
 
 
 def test_smoke_and_the_cpu_presets_choose_synthetic_data(cli):

@@ -11,7 +11,7 @@ from transformers import AutoModel, AutoTokenizer
 
 from percli.assets import minilm_dir
 from percli.device import default_device
-from percli.hub import hub_snapshot
+from percli.hub import dense_retriever_dir
 
 
 class DenseRetriever:
@@ -64,6 +64,4 @@ def dense_model_dir(retriever_cfg: DictConfig) -> str:
     model_id = str(retriever_cfg.model_id)
     if Path(model_id).expanduser().is_dir():
         return str(Path(model_id).expanduser())
-    return hub_snapshot(model_id, f"retriever={retriever_cfg.name} needs {model_id}, which is not in the local HF "
-                                  "cache, and the hub is unreachable; use retriever=minilm (offline dense) or "
-                                  "retriever=bm25, or set retriever.model_id=DIR to a local copy")
+    return dense_retriever_dir(model_id, str(retriever_cfg.name))

@@ -28,8 +28,8 @@ from percli.paths import cache_dir
 
 HUB_DATASET = LONGLAMP
 # What works where data=hub cannot: named in the one-line error.
-OFFLINE_HINT = ("run offline with data=synthetic (seeded LongLaMP-schema data), or use a copy on disk: "
-                "data.source=local data.path=DIR with {train,val,test}.jsonl files")
+OFFLINE_HINT = ("run offline with data=synthetic retriever=bm25 (seeded LongLaMP-schema data), or use a copy on "
+                "disk: data.source=local data.path=DIR with {train,val,test}.jsonl files")
 HUB_SPLITS = ("train", "val", "test")
 LOCAL_SUFFIXES = (".jsonl", ".json", ".parquet")
 
