@@ -16,8 +16,9 @@ eval/.failed/) or never ran.
 
 Everything a sweep does goes through its Hydra launcher: the test evaluations are one `percli eval -m`
 sweep with the training sweep's `hydra/launcher=...` and `hydra.launcher.*` overrides (on SLURM, one job
-per evaluation). Each evaluation's settings are one config of the `eval_job` group, written to
-eval/.jobs/eval_job/<run name>.yaml and chosen with `+eval_job=<run name>,...`.
+per evaluation), into a new sweep dir eval/<start time>/<run name>/. Each evaluation's settings are one
+config of the `eval_job` group, written to eval/.jobs/eval_job/<run name>.yaml and chosen with
+`+eval_job=<run name>,...`.
 
 demo (offline, 2-core CPU): SmolLM2-135M-Instruct fine-tuned with CE and with PerCE on synthetic LongLaMP-
 schema reviews with planted personal names, equal budgets (experiment=demo, only `loss=` differs); the
@@ -48,7 +49,6 @@ share several-fold. Disk: every run keeps checkpoints/final (8-28 GB in bf16), ~
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import subprocess
 import sys
@@ -66,6 +66,7 @@ from percli.io import atomic_write_text  # noqa: E402
 from percli.preflight import compose_config  # noqa: E402
 from percli.report.collect import Source, collect, find_run_dirs  # noqa: E402
 from percli.report.select import select  # noqa: E402
+from percli.rundir import run_status  # noqa: E402
 
 MODELS = ("qwen3-4b", "llama3-8b", "qwen3-14b")
 LRS = ("2e-6", "5e-6", "1e-5", "2e-5", "5e-5")
@@ -143,11 +144,11 @@ def eval_job_yaml(groups: dict[str, str], values: dict[str, object]) -> str:
     return "# @package _global_\n" + OmegaConf.to_yaml(node)
 
 
-def eval_sweep_args(out: Path, names: list[str]) -> list[str]:
-    """`percli eval` arguments of one sweep over the eval_job configs `names`; each job's run dir is
-    out/eval/<name>."""
+def eval_sweep_args(out: Path, sweep_dir: Path, names: list[str]) -> list[str]:
+    """`percli eval` arguments of one sweep over the eval_job configs `names` (under out/eval/.jobs); each
+    job's run dir is sweep_dir/<name>."""
     return ["-m", f"+{EVAL_JOB}={','.join(names)}", f"hydra.searchpath=[file://{out / 'eval' / '.jobs'}]",
-            f"hydra.sweep.dir={out / 'eval'}", f"hydra.sweep.subdir=${{hydra.runtime.choices.{EVAL_JOB}}}"]
+            f"hydra.sweep.dir={sweep_dir}", f"hydra.sweep.subdir=${{hydra.runtime.choices.{EVAL_JOB}}}"]
 
 
 def launcher_overrides(overrides: list[str]) -> list[str]:
@@ -164,23 +165,24 @@ def selected_checkpoints(train_dir: Path) -> list[Source]:
                   key=lambda s: str(s.run_dir))
 
 
-def eval_run_dir(out: Path, source: Source, task: str, setting: str, split: str = REPORT_SPLIT) -> Path:
-    """Named after the source checkpoint (its run dir relative to `out`), so another selection gets another dir."""
+def eval_run_name(out: Path, source: Source, task: str, setting: str, split: str = REPORT_SPLIT) -> str:
+    """Named after the source checkpoint (its run dir relative to `out`), so another selection gets another name."""
     run = source.run_dir.resolve()
     name = "-".join(run.relative_to(out).parts) if run.is_relative_to(out) else run.name
-    return out / "eval" / f"{name}_on_{task}-{setting}_{split}"
+    return f"{name}_on_{task}-{setting}_{split}"
 
 
-def needs_run(run_dir: Path) -> bool:
-    """True unless run_dir holds a finished run; a failed or unfinished attempt is moved to eval/.failed/."""
-    status = run_dir / "status.json"
-    if status.is_file() and json.loads(status.read_text(encoding="utf-8")).get("status") == "ok":
+def needs_run(eval_dir: Path, name: str) -> bool:
+    """True unless an earlier sweep under eval_dir holds a finished run `name`; failed or unfinished attempts
+    are moved to eval/.failed/."""
+    attempts = sorted(p for p in eval_dir.glob(f"*/{name}") if not p.parent.name.startswith("."))
+    if any(run_status(p)[0] == "ok" for p in attempts):
         return False
-    if run_dir.exists():
-        aside = run_dir.parent / ".failed" / f"{run_dir.name}.{datetime.now():%Y%m%d-%H%M%S-%f}"
+    for run_dir in attempts:
+        aside = eval_dir / ".failed" / f"{name}.{datetime.now():%Y%m%d-%H%M%S-%f}"
         aside.parent.mkdir(parents=True, exist_ok=True)
         run_dir.rename(aside)
-        print(f"  re-running {run_dir.name} (the earlier attempt did not finish: {aside})")
+        print(f"  re-running {name} (the earlier attempt did not finish: {aside})")
     return True
 
 
@@ -196,14 +198,15 @@ def evaluate_selected(out: Path, *, transfer_tasks: list[str], cross_scenario: b
             if cross_scenario:
                 targets.append((trained.task, "temporal"))
         for task, setting in targets:
-            run_dir = eval_run_dir(out, src, task, setting)
-            if needs_run(run_dir):
-                jobs[run_dir.name] = eval_job_yaml(*checkpoint_eval_config(src.run_dir, task, setting))
+            name = eval_run_name(out, src, task, setting)
+            if needs_run(out / "eval", name):
+                jobs[name] = eval_job_yaml(*checkpoint_eval_config(src.run_dir, task, setting))
     if not jobs:
         return False
     for name, text in jobs.items():
         atomic_write_text(out / "eval" / ".jobs" / EVAL_JOB / f"{name}.yaml", text)
-    return percli("eval", *eval_sweep_args(out, list(jobs)), *overrides) != 0
+    sweep_dir = out / "eval" / f"{datetime.now():%Y-%m-%d_%H-%M-%S-%f}"
+    return percli("eval", *eval_sweep_args(out, sweep_dir, list(jobs)), *overrides) != 0
 
 
 def prune_checkpoints(out: Path, keep: list[Source]) -> None:
@@ -228,7 +231,8 @@ def paper(args: argparse.Namespace) -> int:
     if args.dry_run:
         print("# then: per (model, loss, task) the checkpoints of the lr with the best val METEOR are scored on "
               "test (in-task and transfer) in one sweep:")
-        percli("eval", *eval_sweep_args(out, ["<selected checkpoint x target>,..."]), *eval_overrides, dry_run=True)
+        percli("eval", *eval_sweep_args(out, out / "eval" / "<start time>", ["<selected checkpoint x target>,..."]),
+               *eval_overrides, dry_run=True)
     else:
         if args.prune:
             prune_checkpoints(out, selected_checkpoints(out / "train"))
@@ -247,8 +251,8 @@ def demo(args: argparse.Namespace) -> int:
     failed = percli("train", "-m", "experiment=demo", "loss=ce,perce", f"eval.split={SELECT_SPLIT}",
                     f"hydra.sweep.dir={out / 'train'}", *args.overrides, dry_run=args.dry_run) != 0
     if args.dry_run:
-        percli("eval", *eval_sweep_args(out, ["<selected checkpoint>,..."]), *launcher_overrides(args.overrides),
-               dry_run=True)
+        percli("eval", *eval_sweep_args(out, out / "eval" / "<start time>", ["<selected checkpoint>,..."]),
+               *launcher_overrides(args.overrides), dry_run=True)
     else:
         failed |= evaluate_selected(out, transfer_tasks=[], cross_scenario=False,
                                     overrides=launcher_overrides(args.overrides))

@@ -79,35 +79,40 @@ def test_test_evaluations_follow_the_selection_and_rerun_failures(script, tmp_pa
     calls = []
     monkeypatch.setattr(script, "percli", lambda *args, **kw: calls.append(args) or 0)
 
-    def swept() -> list[str]:
-        """The eval_job configs of the one `percli eval -m` sweep of the last call."""
-        assert len(calls) == 1 and calls[0][:2] == ("eval", "-m")
-        return calls[0][2].removeprefix(f"+{script.EVAL_JOB}=").split(",")
+    def swept() -> tuple[list[str], Path]:
+        """The eval_job configs and the sweep dir of the one `percli eval -m` sweep of the last call."""
+        (call,) = calls
+        assert call[:2] == ("eval", "-m") and call[3] == f"hydra.searchpath=[file://{out / 'eval' / '.jobs'}]"
+        assert call[5] == "hydra.sweep.subdir=${hydra.runtime.choices.eval_job}"
+        return call[2].removeprefix(f"+{script.EVAL_JOB}=").split(","), Path(call[4].removeprefix("hydra.sweep.dir="))
+
+    def finish(sweep: Path, name: str, status: str) -> None:
+        (sweep / name).mkdir(parents=True)
+        (sweep / name / "status.json").write_text(json.dumps({"status": status}))
 
     assert [s.run_dir for s in script.selected_checkpoints(out / "train")] == [a]
     assert not script.evaluate_selected(out, transfer_tasks=["review", "topic"], cross_scenario=False, overrides=[])
-    assert swept() == ["train-0_on_review-user_test", "train-0_on_topic-user_test"]
-    assert calls[0][3:] == (f"hydra.searchpath=[file://{out / 'eval' / '.jobs'}]", f"hydra.sweep.dir={out / 'eval'}",
-                            "hydra.sweep.subdir=${hydra.runtime.choices.eval_job}")
+    names, first = swept()
+    assert names == ["train-0_on_review-user_test", "train-0_on_topic-user_test"] and first.parent == out / "eval"
     topic = compose_job(script, out, "train-0_on_topic-user_test")
     assert (topic.model.name, topic.model.path, topic.task.name) == ("tiny", str(a / "checkpoints" / "final"), "topic")
-    # The in-task one finished, the transfer one failed: a rerun repeats only the failed one.
-    for name, status in (("train-0_on_review-user_test", "ok"), ("train-0_on_topic-user_test", "failed")):
-        (out / "eval" / name).mkdir(parents=True)
-        (out / "eval" / name / "status.json").write_text(json.dumps({"status": status}))
+    # The in-task one finished, the transfer one failed: a rerun repeats only the failed one, in a new sweep dir.
+    finish(first, "train-0_on_review-user_test", "ok")
+    finish(first, "train-0_on_topic-user_test", "failed")
     calls.clear()
     script.evaluate_selected(out, transfer_tasks=["review", "topic"], cross_scenario=False, overrides=[])
-    assert swept() == ["train-0_on_topic-user_test"]
-    assert not (out / "eval" / "train-0_on_topic-user_test").exists()   # moved aside, out of the table's scan
+    names, second = swept()
+    assert names == ["train-0_on_topic-user_test"] and second != first and second.parent == out / "eval"
+    assert not (first / "train-0_on_topic-user_test").exists()   # moved aside, out of the table's scan
     assert len(list((out / "eval" / ".failed").iterdir())) == 1
     # Another val score changes the selection: the newly selected checkpoint is scored under its own name.
     (b / "metrics.json").write_text(json.dumps({"meteor": 0.40, "split": "val"}))
     calls.clear()
     script.evaluate_selected(out, transfer_tasks=[], cross_scenario=False, overrides=[])
-    assert swept() == ["train-1_on_review-user_test"]
+    names, third = swept()
+    assert names == ["train-1_on_review-user_test"]
     # Nothing left to evaluate: no sweep at all.
-    (out / "eval" / "train-1_on_review-user_test").mkdir(parents=True)
-    (out / "eval" / "train-1_on_review-user_test" / "status.json").write_text(json.dumps({"status": "ok"}))
+    finish(third, "train-1_on_review-user_test", "ok")
     calls.clear()
     assert not script.evaluate_selected(out, transfer_tasks=[], cross_scenario=False, overrides=[]) and calls == []
 
@@ -119,7 +124,7 @@ def test_dry_runs_print_the_pipelines(script, tmp_path: Path, capsys) -> None:
     assert out[:4] == [
         f"+ percli train -m experiment=demo loss=ce,perce eval.split=val hydra.sweep.dir={d / 'train'}",
         f"+ percli eval -m +eval_job=<selected checkpoint>,... hydra.searchpath=[file://{d / 'eval' / '.jobs'}] "
-        f"hydra.sweep.dir={d / 'eval'} hydra.sweep.subdir=${{hydra.runtime.choices.eval_job}}",
+        f"hydra.sweep.dir={d / 'eval' / '<start time>'} hydra.sweep.subdir=${{hydra.runtime.choices.eval_job}}",
         f"+ percli contrast experiment=demo model.path=<perce run>/checkpoints/final data.split=test "
         f"hydra.run.dir={d / 'contrast'}",
         f"+ percli table table.runs={d} table.out_dir={tmp_path / 'r'}",
@@ -134,7 +139,7 @@ def test_dry_runs_print_the_pipelines(script, tmp_path: Path, capsys) -> None:
                       "train.epochs=1")
     # The evaluations get the launcher overrides, not the training ones.
     assert out[2] == (f"+ percli eval -m +eval_job=<selected checkpoint x target>,... "
-                      f"hydra.searchpath=[file://{p / 'eval' / '.jobs'}] hydra.sweep.dir={p / 'eval'} "
+                      f"hydra.searchpath=[file://{p / 'eval' / '.jobs'}] hydra.sweep.dir={p / 'eval' / '<start time>'} "
                       "hydra.sweep.subdir=${hydra.runtime.choices.eval_job} launcher=ddp hydra/launcher=slurm "
                       "hydra.launcher.partition=gpu")
     assert out[3] == f"+ percli table table.runs={p} table.out_dir=results/paper"
@@ -165,7 +170,7 @@ def test_a_launcher_override_reaches_every_evaluation_job(script, tmp_path: Path
     assert sweep[-2:] == tuple(launcher)
     # What Hydra hands each job of that sweep to the launcher: SLURM, on the partition asked for.
     for name in names:
-        cfg = compose_job(script, out, name, *sweep[3:])
+        cfg = compose_job(script, out, name, *sweep[4:])
         assert cfg.hydra.launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
         assert (cfg.hydra.launcher.partition, cfg.hydra.launcher.gpus_per_node) == ("gpu", 8)
         assert (cfg.model.path, cfg.eval.split) == (str(out / "train" / "0" / "checkpoints" / "final"), "test")
