@@ -56,8 +56,8 @@ bench: setup  ## PerCE vs CE step time / memory with CIs, generation speed-up ->
 bench-peers: setup  ## percli vs TRL SFTTrainer and naive PerCE, scaling with r, long-prompt eval -> results/bench* (~1 hour)
 	$(PY) -m scripts.bench --part peers
 
-gpu-check: setup  ## the GPU path on this machine (bf16 CE/PerCE via local, DeepSpeed ZeRO-2/3, DDP; generation; vLLM) -> results/gpu_check.{json,md}
-	$(PY) scripts/gpu_check.py
+gpu-check: setup  ## first contact on a GPU node (~8 min): 2-rank ZeRO-3 + resume, loss parity local/DDP/ZeRO-2/3, export + eval, DP generation, vLLM (GPU_CHECK_VLLM=1 requires it; GPU_CHECK_ARGS=--require-gpu) -> results/gpu_check.{json,md}
+	$(PY) scripts/gpu_check.py $(GPU_CHECK_ARGS)
 
 reproduce-table: setup  ## the paper sweep (GPU) then `percli table`; SCALE=demo runs it offline; ARGS=--dry-run prints it
 	$(PY) scripts/reproduce_table.py $(SCALE) $(ARGS)

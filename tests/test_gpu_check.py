@@ -1,126 +1,151 @@
-"""scripts/gpu_check.py (`make gpu-check`) on a machine without a GPU: the one-line exit, and its GPU code
-path as far as a CPU runs it: real `percli train` runs summarised, PerCE/CE ratios, the table, the
-skipped-vLLM branch."""
+"""scripts/gpu_check.py (`make gpu-check`) on a machine without a GPU: the one-line exit, --require-gpu, the
+parity and continuation arithmetic, the table, the per-rank memory sampler, a required vLLM that is missing,
+and (slow) every check run on the CPU through the real CLI."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 import os
-import statistics
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 from helpers import REPO
 
-from percli.io import read_jsonl
-
 sys.path.insert(0, str(REPO / "scripts"))
 import gpu_check  # noqa: E402
 
-FAST = ["debug=smoke", "data.max_prompt_tokens=192", "data.max_response_tokens=24", "train.max_steps=4",
-        "train.save_every=100", "eval.after_train=false"]
+NO_VLLM = pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="the branch without vLLM")
+NO_GPU = pytest.mark.skipif(torch.cuda.is_available(), reason="the no-GPU branch")
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="the no-GPU branch")
+def run_script(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "scripts/gpu_check.py", *args], capture_output=True, text=True, cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})}, timeout=1500)
+
+
+@NO_GPU
 def test_without_a_gpu_it_says_so_in_one_line_and_exits_0(tmp_path):
-    r = subprocess.run([sys.executable, "scripts/gpu_check.py", "--out", str(tmp_path)], capture_output=True,
-                       text=True, cwd=REPO, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert r.stdout == "gpu-check: no CUDA GPU is visible on this machine; nothing to check (run it on a GPU node)\n"
+    r = run_script("--out", str(tmp_path))
+    assert (r.returncode, r.stdout) == (0, gpu_check.NO_GPU + "\n"), r.stderr[-2000:]
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.fixture(scope="module")
-def work(tmp_path_factory):
-    return tmp_path_factory.mktemp("gpu-check")
+@NO_GPU
+def test_require_gpu_fails_in_one_line_without_cuda(tmp_path):
+    r = run_script("--require-gpu", "--out", str(tmp_path))
+    assert (r.returncode, r.stdout) == (1, "")
+    assert r.stderr == (f"percli: error: gpu-check: torch {torch.__version__} sees no CUDA device and --require-gpu "
+                        "was given (a CPU-only torch build, or no GPU visible: check nvidia-smi and "
+                        "CUDA_VISIBLE_DEVICES)\n")
+    assert list(tmp_path.iterdir()) == []
 
 
-@pytest.fixture(scope="module")
-def runs(work) -> dict:
-    return {"local": {loss: gpu_check.run_train(work / loss, [*FAST, f"loss={loss}"], timeout=600)
-                      for loss in ("ce", "perce")}}
+@NO_GPU
+@pytest.mark.parametrize(("args", "code"), [("", 0), ("GPU_CHECK_ARGS=--require-gpu", 2)])
+def test_make_gpu_check(args, code):
+    """make's own exit status is 2 when a recipe fails. `-o` keeps make from re-running setup here."""
+    r = subprocess.run(["make", "-s", "-o", ".venv/.percli-setup", "gpu-check", *filter(None, [args])],
+                       capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert r.returncode == code, r.stderr[-2000:]
+    if code == 0:
+        assert r.stdout == gpu_check.NO_GPU + "\n"
+    else:
+        assert "--require-gpu was given" in r.stderr
 
 
-def test_a_log_is_summarised_by_hand():
-    rows = [{"step_time": 9.0, "max_memory_mb": 900.0, "loss": 3.0},  # warm-up: left out of the median
-            {"step_time": 1.0, "max_memory_mb": 1000.0, "loss": 2.5},
-            {"step_time": 3.0, "max_memory_mb": 1100.0, "loss": 2.25},
-            {"step_time": 2.0, "max_memory_mb": 1050.0, "loss": 2.0}]
-    assert gpu_check.summarize_log(rows) == {"status": "ok", "steps": 4, "step_s": 2.0, "max_memory_mb": 1100.0,
-                                             "final_loss": 2.0}
-    cpu = [{**r, "max_memory_mb": None} for r in rows[:1]]  # one step: timed as it is; no CUDA memory on a CPU
-    assert gpu_check.summarize_log(cpu) == {"status": "ok", "steps": 1, "step_s": 9.0, "max_memory_mb": None,
-                                            "final_loss": 3.0}
+def test_first_step_losses_agree_within_the_tolerance_or_say_which_does_not():
+    bf16 = 2**-7   # 0.0078125
+    ok, line = gpu_check.loss_parity({"local": 10.0, "ddp": 10.07, "zero2": 9.95, "zero3": 10.0}, bf16)
+    assert ok and line == ("local 10.0000, ddp 10.0700 (7.0e-03), zero2 9.9500 (5.0e-03), zero3 10.0000 (0.0e+00); "
+                           "relative tolerance 7.8e-03")
+    ok, line = gpu_check.loss_parity({"local": 10.0, "ddp": 10.08, "zero2": 10.0, "zero3": None}, bf16)
+    assert not ok and line == ("local 10.0000, ddp 10.0800 (8.0e-03), zero2 10.0000 (0.0e+00), zero3: no loss; "
+                               "relative tolerance 7.8e-03")
+    assert gpu_check.loss_parity({"local": None, "ddp": 1.0}, bf16) == (False, "local: no loss")
 
 
-@pytest.mark.slow
-def test_real_runs_are_summarised_and_ratioed(runs, work):
-    for loss, summary in runs["local"].items():
-        rows = read_jsonl(work / loss / "train_log.jsonl")
-        assert summary["status"] == "ok" and summary["steps"] == len(rows) == 4
-        assert summary["step_s"] == statistics.median([r["step_time"] for r in rows[1:]])  # first step: warm-up
-        assert summary["final_loss"] == rows[-1]["loss"]
-        assert summary["max_memory_mb"] is None  # CUDA peak memory: none on a CPU
-    ce, perce = runs["local"]["ce"], runs["local"]["perce"]
-    assert gpu_check.ratios(runs) == {"local": {"step_time": perce["step_s"] / ce["step_s"], "memory": None}}
-    # GPU numbers (peak MB) and a failed run, by hand: 2.5 / 2.0 s and 1050 / 1000 MB
-    assert gpu_check.ratios({"zero3": {"ce": {"status": "ok", "step_s": 2.0, "max_memory_mb": 1000.0},
-                                       "perce": {"status": "ok", "step_s": 2.5, "max_memory_mb": 1050.0}},
-                             "zero2": {"ce": {"status": "failed", "error": "x"}, "perce": perce}}) == {
-        "zero3": {"step_time": 1.25, "memory": 1.05}, "zero2": {"step_time": None, "memory": None}}
+def test_a_resumed_run_must_repeat_the_steps_after_its_checkpoint():
+    full = [{"step": 1, "loss": 4.0}, {"step": 2, "loss": 3.0}, {"step": 3, "loss": 2.0}, {"step": 4, "loss": 1.0}]
+    resumed = [*full[:2], {"step": 3, "loss": 2.0}, {"step": 4, "loss": 1.0001}]
+    assert gpu_check.continuation(full, resumed, 2, 1e-4) == (
+        True, "steps 3-4: max relative difference 1.0e-04 (tolerance 1.0e-04)")
+    resumed[3]["loss"] = 1.001
+    assert gpu_check.continuation(full, resumed, 2, 1e-4) == (
+        False, "steps 3-4: max relative difference 1.0e-03 (tolerance 1.0e-04)")
+    assert gpu_check.continuation(full, full[:3], 2, 1e-4) == (
+        False, "steps after 2: uninterrupted [3, 4], resumed [3]")
 
 
-def test_a_failed_run_reports_its_one_line(work):
-    res = gpu_check.run_train(work / "bad", [*FAST, "train.lr=-1"], timeout=300)
-    assert res["status"] == "failed"
-    assert res["error"].startswith("percli: error: train.lr=-1") and "Traceback" not in res["error"]
-
-
-@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="the branch for machines without vLLM")
-def test_vllm_is_skipped_when_not_installed(tmp_path):
-    assert gpu_check.vllm_check("tiny", tmp_path, timeout=10) == {"status": "skipped",
-                                                                 "reason": gpu_check.VLLM_MISSING}
+def test_the_global_batch_is_the_same_on_every_launcher():
+    assert gpu_check.launcher_overrides("local", 2) == ["launcher=local", "train.batch_size=4"]
+    assert gpu_check.launcher_overrides("zero3", 2) == ["launcher=deepspeed", "launcher.zero_stage=3",
+                                                        "launcher.num_processes=2", "train.batch_size=2"]
+    assert gpu_check.launcher_overrides("ddp", 1) == ["launcher=ddp", "launcher.num_processes=1", "train.batch_size=4"]
 
 
 def test_table():
-    ce = {"status": "ok", "steps": 4, "step_s": 0.5123, "max_memory_mb": None, "final_loss": 2.0}
-    perce = {**ce, "step_s": 0.5456}
-    runs = {"local": {"ce": ce, "perce": perce}}
-    zero3 = {"ce": {"status": "ok", "step_s": 0.1234, "max_memory_mb": 2048.4},
-             "perce": {"status": "ok", "step_s": 0.1481, "max_memory_mb": 2150.0}}
-    res = {"device": "NVIDIA H100 80GB HBM3", "precision": "bf16", "model": "smollm2-135m", "steps": 4,
-           "runs": {**runs, "zero3": zero3, "ddp2": {"ce": {"status": "failed", "error": "percli: error: boom"},
-                                                     "perce": perce}},
-           "generation": {"batch_1": {"tokens_per_s": 41.25}, "batched": {"batch_size": 8, "tokens_per_s": 300.0},
-                          "speedup": 300.0 / 41.25},
-           "vllm": {"status": "skipped", "reason": gpu_check.VLLM_MISSING}}
-    res["ratios"] = gpu_check.ratios(res["runs"])
-    lines = gpu_check.markdown(res).splitlines()
-    assert lines[0] == "# percli gpu-check (NVIDIA H100 80GB HBM3, bf16, model=smollm2-135m, 4 steps per run)"
-    assert lines[4] == "| local | 0.512 | 0.546 | 1.065 | - | - | - |"
-    assert lines[5] == "| zero3 | 0.123 | 0.148 | 1.200 | 2048 | 2150 | 1.050 |"
-    assert lines[6] == "| ddp2 | failed: percli: error: boom | | | | | |"
-    assert lines[8] == "Generation (greedy): batch 1 41.2 tok/s, batch 8 300.0 tok/s (7.27x)."
-    assert lines[9] == f"vLLM: skipped ({gpu_check.VLLM_MISSING})"
+    rows = [gpu_check.Row("zero3", "ZeRO-3 x2, 4 steps", "pass", "4 steps, world size 2", 61.25, [10240.4, 9876.0]),
+            gpu_check.Row("parity", "first-step loss", "FAIL", "ddp: percli: error: boom", 30.0, []),
+            gpu_check.Row("vllm", "percli eval eval.backend=vllm", "skipped", gpu_check.VLLM_MISSING)]
+    res = {"device": "NVIDIA H100 80GB HBM3", "precision": "bf16", "ranks": 2, "torch": "2.13.0", "wall_s": 91.3,
+           "rows": [gpu_check.asdict(r) for r in rows]}
+    assert gpu_check.markdown(res).splitlines() == [
+        "# percli gpu-check: NVIDIA H100 80GB HBM3, bf16, 2 rank(s), torch 2.13.0, 91 s",
+        "",
+        "| check | what ran | time s | peak MiB per rank | result |",
+        "|---|---|---|---|---|",
+        "| zero3 | ZeRO-3 x2, 4 steps | 61.2 | 10240 / 9876 | pass: 4 steps, world size 2 |",
+        "| parity | first-step loss | 30.0 | - | FAIL: ddp: percli: error: boom |",
+        f"| vllm | percli eval eval.backend=vllm | 0.0 | - | skipped: {gpu_check.VLLM_MISSING} |",
+    ]
+
+
+def test_peak_memory_per_gpu_is_the_max_of_nvidia_smi_samples(tmp_path, monkeypatch):
+    """A stand-in nvidia-smi prints the next line of its samples file at each call (one MiB value per GPU)."""
+    samples = tmp_path / "samples"
+    samples.write_text("100 7000\n900 5000\n300 6000\n")
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text(f'#!/bin/sh\nhead -n1 {samples} | tr " " "\\n"; sed -i 1d {samples}\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    mem = gpu_check.MemoryPeaks(interval=0.01)
+    for _ in range(3):
+        mem._poll_once()
+    assert mem.peaks == [900.0, 7000.0]
+
+
+@NO_VLLM
+def test_a_required_vllm_that_is_missing_fails_the_check(tmp_path):
+    r = run_script("--allow-cpu", "--checks", "vllm", "--out", str(tmp_path), env={"GPU_CHECK_VLLM": "1"})
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert r.stdout.splitlines()[-1] == (f"| vllm | percli eval eval.backend=vllm on the exported model | 0.0 | - | "
+                                         f"FAIL: {gpu_check.VLLM_MISSING} and GPU_CHECK_VLLM=1 requires it |")
+    assert json.loads((tmp_path / "gpu_check.json").read_text())["rows"][0]["status"] == "FAIL"
+    r = run_script("--allow-cpu", "--checks", "vllm", "--out", str(tmp_path), env={"GPU_CHECK_VLLM": "0"})
+    assert r.returncode == 0 and r.stdout.splitlines()[-1].endswith(f"| skipped: {gpu_check.VLLM_MISSING} |")
+
+
+def test_an_unknown_check_is_one_line_exit_2(tmp_path):
+    r = run_script("--allow-cpu", "--checks", "zero3,speed", "--out", str(tmp_path))
+    assert (r.returncode, r.stderr) == (2, "percli: error: gpu-check: --checks speed is not a check; choose from "
+                                           f"{','.join(gpu_check.CHECKS)}\n")
 
 
 @pytest.mark.slow
-def test_the_whole_check_on_cpu(tmp_path):
-    """Every launcher a CPU runs in one process (local, DeepSpeed ZeRO-2 / ZeRO-3), generation, the JSON."""
-    r = subprocess.run([sys.executable, "scripts/gpu_check.py", "--allow-cpu", "--model", "tiny", "--steps", "3",
-                        "--launchers", "local,zero2,zero3", "--gen-batch", "2", "--gen-tokens", "4",
-                        "--out", str(tmp_path)], capture_output=True, text=True, cwd=REPO,
-                       env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=1500)
-    assert r.returncode == 0, r.stderr[-3000:]
+def test_every_check_on_the_cpu(tmp_path: Path):
+    """2 gloo ranks, fp32: the same CLI runs as on a GPU node (about 5 minutes on 2 cores)."""
+    r = run_script("--allow-cpu", "--budget", "1500", "--out", str(tmp_path))
     res = json.loads((tmp_path / "gpu_check.json").read_text())
-    assert list(res["runs"]) == ["local", "zero2", "zero3"] and res["precision"] == "fp32"
-    for by_loss in res["runs"].values():
-        assert by_loss["ce"]["status"] == by_loss["perce"]["status"] == "ok" and by_loss["ce"]["steps"] == 3
-    # ZeRO-2/3 in one process compute what the plain loop computes (tests/test_train_slow.py: to 1e-5)
-    assert res["runs"]["zero3"]["perce"]["final_loss"] == pytest.approx(res["runs"]["local"]["perce"]["final_loss"],
-                                                                        rel=1e-4)
-    assert res["generation"]["batched"]["tokens"] == 2 * 4
-    assert r.stdout == (tmp_path / "gpu_check.md").read_text() + "\n"  # the table, printed as written
+    assert r.returncode == 0, r.stdout + r.stderr[-3000:]
+    assert (res["ranks"], res["precision"]) == (2, "fp32")
+    statuses = {row["check"]: row["status"] for row in res["rows"]}
+    assert statuses == {"zero3": "pass", "parity": "pass", "resume": "pass", "export": "pass",
+                        "dp-generation": "pass", "vllm": "pass" if importlib.util.find_spec("vllm") else "skipped"}
+    details = {row["check"]: row["detail"] for row in res["rows"]}
+    assert details["zero3"] == "4 steps, world size 2, saved final, step-2, step-4"
+    assert details["export"] == "8 examples scored"
+    assert r.stdout == (tmp_path / "gpu_check.md").read_text()  # the table, printed as written
