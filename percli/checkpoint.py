@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 from accelerate.utils import DistributedType
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
@@ -46,6 +46,7 @@ from percli.errors import ConfigError, DataError, PercliError
 from percli.io import atomic_replace_dir, atomic_write_json, atomic_write_jsonl, read_jsonl
 from percli.log import log
 from percli.manifest import MANIFEST, build_manifest, find_damage, has_manifest, stat_signature
+from percli.names import result_config
 
 CHECKPOINTS = "checkpoints"
 FINAL = "final"
@@ -62,12 +63,6 @@ class CheckpointWriteFailed(PercliError):
     """A checkpoint could not be written (disk full, file-size limit, permission): exit code 1."""
 
 
-# Config keys whose change would change the loss curve: resuming across such a change is refused.
-# Memory-only or bookkeeping keys (gradient checkpointing, save_every, logger, eval, paths) may change.
-RESULT_KEYS = ("seed", "model", "task", "data", "retriever", "loss", "schedule", "train.epochs",
-               "train.max_steps", "train.lr", "train.weight_decay", "train.warmup_ratio", "train.lr_scheduler",
-               "train.batch_size", "train.grad_accum", "train.max_grad_norm")
-_NOT_RESULT = ("model.gradient_checkpointing",)
 
 
 def checkpoints_dir(run_dir: Path) -> Path:
@@ -181,24 +176,9 @@ def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
 
 
 def fingerprint(cfg: DictConfig, world_size: int, precision: str) -> dict[str, Any]:
-    """Flat {dotted key: value} of everything that determines the loss curve."""
-    flat: dict[str, Any] = {"world_size": world_size, "precision": precision}
-    for key in RESULT_KEYS:
-        value = OmegaConf.select(cfg, key, default=None)
-        if isinstance(value, DictConfig):
-            value = OmegaConf.to_container(value, resolve=True)
-        _flatten(key, value, flat)
-    for key in _NOT_RESULT:
-        flat.pop(key, None)
-    return flat
-
-
-def _flatten(prefix: str, value: Any, out: dict[str, Any]) -> None:
-    if isinstance(value, dict):
-        for k, v in value.items():
-            _flatten(f"{prefix}.{k}", v, out)
-    else:
-        out[prefix] = value
+    """Flat {dotted key: value} of everything that determines the loss curve (names.RESULT_KEYS): resuming
+    across a change of any of them is refused; memory-only or bookkeeping keys may change."""
+    return {"world_size": world_size, "precision": precision, **result_config(cfg)}
 
 
 def check_compatible(saved: dict[str, Any], current: dict[str, Any], ckpt: Path) -> None:
@@ -281,9 +261,10 @@ def write_failure(final: Path, tmp: Path, writing: Path, error: BaseException) -
     cause = _cause(error, writing if writing.is_file() else None, free)
     if is_main_process():
         shutil.rmtree(tmp, ignore_errors=True)
+    newest = latest_checkpoint(tmp.parent.parent)
+    earlier = f"the earlier checkpoints are untouched (newest: {newest.name})" if newest else "no earlier checkpoint"
     return (f"could not write checkpoint {final} (file {file}): {cause}; {_size(free)} free on the file system of "
-            f"{tmp.parent}; the earlier checkpoints are untouched; free space or raise the limit, then resume with "
-            "train.resume=auto")
+            f"{tmp.parent}; {earlier}; free space or raise the limit, then resume with train.resume=auto")
 
 
 def _cause(error: BaseException, file: Path | None, free: int) -> str:

@@ -172,6 +172,7 @@ def test_changed_file_is_checked_again(tmp_path):
      "RuntimeError: [enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534"),
 ])
 def test_write_failure_names_checkpoint_file_cause_and_free_space(tmp_path, error, expected):
+    _ckpt(tmp_path, 2)
     tmp = tmp_path / "checkpoints" / ".tmp-step-4"
     tmp.mkdir(parents=True)
     (tmp / "optimizer.bin").write_bytes(b"x" * 10)
@@ -179,7 +180,7 @@ def test_write_failure_names_checkpoint_file_cause_and_free_space(tmp_path, erro
     head, free = line.split("; ", 1)
     assert head == f"could not write checkpoint {tmp_path}/checkpoints/step-4 (file optimizer.bin): {expected}"
     assert free.endswith(f" free on the file system of {tmp_path}/checkpoints; the earlier checkpoints are "
-                         "untouched; free space or raise the limit, then resume with train.resume=auto")
+                         "untouched (newest: step-2); free space or raise the limit, then resume with train.resume=auto")
     assert not tmp.exists()  # the half-written checkpoint is removed: a retry needs its space
 
 

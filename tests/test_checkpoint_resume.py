@@ -120,7 +120,7 @@ def test_a_write_over_the_file_size_limit_is_one_line_and_keeps_earlier_checkpoi
     assert re.fullmatch(
         rf"percli: error: could not write checkpoint {ckpts}/step-4 \(file optimizer\.bin\): EFBIG \(File too "
         r"large\): the file-size limit of this process \(ulimit -f\) is 58\.6 MiB; \d+\.\d (KiB|MiB|GiB) free on "
-        rf"the file system of {ckpts}; the earlier checkpoints are untouched; free space or raise the limit, then "
+        rf"the file system of {ckpts}; the earlier checkpoints are untouched \(newest: step-6\); free space or raise the limit, then "
         r"resume with train.resume=auto", line), line
     assert "Traceback" not in r.stderr
     status = json.loads((run / "status.json").read_text())
@@ -151,3 +151,29 @@ def test_ddp_manifest_covers_every_rank_and_resume_skips_a_damaged_rank_1_file(t
     assert [r["step"] for r in rows] == [r["step"] for r in want] == [1, 2, 3, 4]
     for got, ref in zip(rows, want):  # the same 2-process layout on both sides
         assert got["loss"] == pytest.approx(ref["loss"], abs=1e-6), got["step"]
+
+
+@pytest.fixture
+def small_file_system(tmp_path):
+    """A 100 MiB tmpfs: the weights (~39 MB) fit, weights plus optimizer state (~117 MB) do not."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=100m", "tmpfs", str(mount)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {r.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_full_file_system_is_named_enospc(small_file_system):
+    run = small_file_system / "run"
+    r = run_cli("train", *RUN, "train.max_steps=2", f"hydra.run.dir={run}", output_dir=small_file_system / "out")
+    assert r.returncode == 1, r.stderr[-3000:]
+    line = (f"could not write checkpoint {run}/checkpoints/step-2 (file optimizer.bin): ENOSPC (No space left on "
+            f"device); 0 B free on the file system of {run}/checkpoints; no earlier checkpoint; free space or raise "
+            "the limit, then resume with train.resume=auto")
+    assert r.stderr.strip().splitlines()[-1] == f"percli: error: {line}"
+    assert json.loads((run / "status.json").read_text())["error"] == line
+    assert list((run / "checkpoints").iterdir()) == []  # the partial .tmp-step-2 is gone: its space is free again
