@@ -1,30 +1,32 @@
-"""Does PerCE beat CE here? The resumable CE-vs-PerCE study on SmolLM2-135M-Instruct (`make study`).
+"""Does PerCE beat CE, and what makes LongCE read the profile? The powered, resumable study (`make study`).
 
-    python scripts/study.py               # run what is missing, then write results/study.md + study_deltas.png
+    python scripts/study.py               # run what is missing: the lr pilot, then seed-major; report after each seed
     python scripts/study.py --dry-run     # print the plan: which runs are done, which remain
-    python scripts/study.py --report-only # only the report, from the runs finished so far
+    python scripts/study.py --report-only # only results/study.md from the runs finished so far (none: the design)
 
-Design (conf/experiment/study.yaml: synthetic reviews, 48 train users, 24 val and 48 test users never seen
-in training, 12 steps of batch 4, greedy 64-token generation):
-- CE and PerCE, each over the lr grid LRS and the seeds SEEDS; every run is scored on val.
-- Selection per (loss, seed): the lr with the best val METEOR; only that run is scored on test.
-- Two controls per seed, at PerCE's selected lr L of that seed, each scored on test:
-  ce-scaled: CE at lr L x w, w = the mean PerCE weight of that PerCE run (train_log.jsonl `weight_mean`),
-    so CE gets the same average step size; a PerCE gain that survives it is not a learning-rate effect;
-  longce: the LongCE-style ratio weight min(exp(PIR), 5), no floor (conf/loss/longce.yaml).
-Seed-major order: each seed's comparison is complete before the next seed starts; within a seed, CE and PerCE
-alternate over the grid. Runners for disjoint seeds may run at once (`--seeds 0` and `--seeds 1`).
-
-Resumable: a finished run keeps only its small outputs (config.yaml, metrics.json, scores.jsonl,
-train_log.jsonl) in results/study/<run>/ and a rerun skips it. Checkpoints live in outputs/study/<run>/ until
-the (loss, seed) selection has been scored on test, then they are deleted; one that is needed but gone is
-retrained (same seed, same data). study_log.jsonl records each run's wall time (the budget).
+Design (conf/experiment/study.yaml; results/study.md gives the arithmetic): SmolLM2-135M-Instruct on synthetic
+reviews, 64 train users, 48 val users (the lr pilot), 144 test users, none seen in training; 2 epochs (32 steps
+of batch 4) with a 10% warm-up; every target fits the 144-token training and generation length.
+- ARMS: CE, PerCE (0.8 / 5), PerCE without its floor (loss.min_weight=0), LongCE, DFT, CE without the profile
+  (retriever.k=0). CE and PerCE get SEEDS["ce"] seeds (the primary comparison), the others at least 6.
+- lr pilot, per arm on PILOT_SEEDS: every lr of the grid (START_LRS to begin with) is trained and scored on val;
+  the selected lr is `percli table`'s rule, report.select.best_lr (the best mean val METEOR over the seeds). While
+  it is the smallest or largest lr tried, the grid is extended by a factor 2 that way (within LR_LIMITS), so the
+  selected lr ends up interior.
+- Then, seed-major: for each seed, every arm that has it trains at its selected lr and is scored on test (the
+  pilot seeds' test runs score the pilot checkpoints). results/study.md is rewritten after the pilot and after
+  every seed, so a stopped study still reports its finished seeds.
+Resumable: a finished run keeps only its small outputs (config.yaml, metrics.json, scores.jsonl, train_log.jsonl) in
+results/study/<run>/ and a rerun skips it. Checkpoints live in outputs/study/<run>/ until the arm's pilot has been
+scored on test, then they are deleted; one that is needed but gone is retrained (same seed, same data).
+study_log.jsonl records each process's wall time (the budget).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -33,27 +35,91 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
+from scipy import stats
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from percli import statistics  # noqa: E402
 from percli.io import atomic_write_text  # noqa: E402
+from percli.report.select import best_lr  # noqa: E402
 from percli.scores import align, clusters_of, metric_matrix, read_scores  # noqa: E402
 
-LRS = ("5e-5", "1e-4", "2e-4")
-SEEDS = (0, 1, 2)
-GRID_LOSSES = ("ce", "perce")
-SELECT_METRIC = "meteor"
+# arm -> (label, overrides of the study preset)
+ARMS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "ce": ("CE", ("loss=ce",)),
+    "perce": ("PerCE", ("loss=perce",)),
+    "perce-min0": ("PerCE, no floor", ("loss=perce", "loss.min_weight=0")),
+    "longce": ("LongCE", ("loss=longce",)),
+    "dft": ("DFT", ("loss=dft",)),
+    "ce-k0": ("CE, no profile", ("loss=ce", "retriever.k=0")),
+}
+SEEDS = {"ce": 12, "perce": 12, "perce-min0": 6, "longce": 6, "dft": 6, "ce-k0": 6}   # seeds 0..n-1 per arm
+PILOT_SEEDS = (0, 1)
+START_LRS = (1e-4, 2e-4, 4e-4)
+LR_LIMITS = (1e-5, 3.2e-3)   # the pilot grid never extends beyond these
+PRIMARY = "meteor"
+SECONDARY = ("rouge1", "rouge2", "rougeL", "rougeLsum", "planted_recall")
+METRICS = (PRIMARY, *SECONDARY)
 KEPT = ("config.yaml", "metrics.json", "scores.jsonl", "train_log.jsonl")
-METRICS = ("rouge1", "rouge2", "rougeL", "rougeLsum", "meteor", "planted_recall")
-SYSTEMS = {"ce": "CE", "perce": "PerCE", "ce-scaled": "CE at lr x w", "longce": "LongCE"}
 # (baseline, other, the question the delta answers)
 COMPARISONS = (
-    ("ce", "perce", "does PerCE beat CE (each at its own val-selected lr)?"),
-    ("ce-scaled", "perce", "is it more than the step size? CE at PerCE's lr x PerCE's mean weight"),
-    ("ce", "longce", "does the floor-free ratio weight (LongCE) beat CE?"),
-    ("ce", "ce-scaled", "does CE itself change at PerCE's effective step size?"),
+    ("ce", "perce", "does PerCE beat CE (each at its own val-selected lr)? The primary comparison"),
+    ("ce", "perce-min0", "does PerCE without its 0.8 floor beat CE?"),
+    ("ce", "longce", "does LongCE's ratio weight beat CE?"),
+    ("ce", "dft", "does DFT, a known token-weighted loss, beat CE?"),
+    ("ce", "ce-k0", "what does retrieval buy? CE without the profile against CE with it"),
+    ("perce", "perce-min0", "mechanism: what does PerCE's floor cost or buy?"),
+    ("perce", "longce", "mechanism: LongCE against PerCE"),
 )
+# The variance components of PerCE - CE METEOR (x100) in study v1 (results/study_v1/), and CE's METEOR there.
+SEED_SD, USER_SD, RESIDUAL_SD = 1.9, 3.5, 10.9
+CE_METEOR = 23.9
+TEST_USERS = 144
+POWER, CONFIDENCE = 0.80, 0.95
+MECHANISM_KEYS = ("planted_token_share", "planted_weight_mass", "planted_weight_mean", "other_weight_mean",
+                  "planted_pir_mean", "other_pir_mean")
+
+
+# ---------------------------------------------------------------------------------------------------- power
+def mde(seeds: int, users: int = TEST_USERS, *, t_quantiles: bool = True, power: float = POWER,
+        confidence: float = CONFIDENCE) -> float:
+    """The minimum detectable effect (METEOR x100) of a paired delta over `seeds` seeds x `users` users (one item
+    each) under d_su = delta + a_s + b_u + e_su with the v1 variance components:
+    (q_conf + q_power) x sqrt(SEED_SD^2 / S + USER_SD^2 / U + RESIDUAL_SD^2 / (S U)), with t quantiles on S - 1
+    degrees of freedom (the t-interval over seed means must exclude 0 too), or normal ones."""
+    se = math.sqrt(SEED_SD ** 2 / seeds + USER_SD ** 2 / users + RESIDUAL_SD ** 2 / (seeds * users))
+    dist = stats.t(seeds - 1) if t_quantiles else stats.norm()
+    return float((dist.ppf(0.5 + confidence / 2) + dist.ppf(power)) * se)
+
+
+def seeds_needed(effect: float, users: int = TEST_USERS) -> int:
+    """The fewest seeds whose t-quantile MDE is at most `effect`."""
+    return next(s for s in range(2, 1000) if mde(s, users) <= effect)
+
+
+def simulated_power(seeds: int, effect: float, *, users: int = TEST_USERS, sims: int = 400,
+                    resamples: int = 2000, seed: int = 0) -> float:
+    """The share of simulated studies (the variance-component model, true delta `effect`) in which both the
+    two-level bootstrap CI and the t-interval exclude 0 (statistics.Delta.significant)."""
+    rng = np.random.default_rng(seed)
+    hits = 0
+    for k in range(sims):
+        d = (effect + rng.normal(0, SEED_SD, (seeds, 1)) + rng.normal(0, USER_SD, (1, users))
+             + rng.normal(0, RESIDUAL_SD, (seeds, users)))
+        hits += statistics.pooled_delta(np.zeros_like(d), d / 100, list(range(users)), resamples=resamples,
+                                        seed=k).significant
+    return hits / sims
+
+
+# ---------------------------------------------------------------------------------------------------- runs
+def lr_text(lr: float) -> str:
+    return f"{lr:.3g}"
+
+
+def run_name(arm: str, lr: float, seed: int) -> str:
+    return f"{arm}_lr{lr_text(lr)}_s{seed}"
 
 
 class Study:
@@ -61,22 +127,17 @@ class Study:
         self.results, self.work, self.dry_run, self.overrides = results, work, dry_run, overrides
         self.planned: list[str] = []
 
-    # ------------------------------------------------------------------------------------------ state
+    # -------------------------------------------------------------------------------------------- state
     def done(self, name: str) -> bool:
         return (self.results / name / "metrics.json").is_file()
 
     def metrics(self, name: str) -> dict:
         return json.loads((self.results / name / "metrics.json").read_text())
 
-    def mean_weight(self, name: str) -> float:
-        rows = [json.loads(line) for line in (self.results / name / "train_log.jsonl").read_text().splitlines()]
-        values = [r["weight_mean"] for r in rows if r.get("weight_mean") is not None]
-        return sum(values) / len(values)
-
     def _checkpoint(self, name: str) -> Path:
         return self.work / name / "checkpoints" / "final"
 
-    # ------------------------------------------------------------------------------------------- runs
+    # --------------------------------------------------------------------------------------------- runs
     def _percli(self, name: str, args: list[str]) -> None:
         cmd = [sys.executable, "-m", "percli", *args, *self.overrides]
         print(f"+ percli {' '.join(args)}", flush=True)
@@ -89,7 +150,7 @@ class Study:
         row = {"run": name, "command": args[0], "seconds": round(seconds, 1), "exit": code,
                "finished": datetime.now(UTC).isoformat(timespec="seconds"), "load_avg_15min": os.getloadavg()[2],
                "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
-        # One short O_APPEND write: runners for different seeds (--seeds) may share the log.
+        # One short O_APPEND write: runners on several machines or terminals may share the log.
         self.results.mkdir(parents=True, exist_ok=True)
         with open(self.results / "study_log.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
@@ -108,96 +169,158 @@ class Study:
         shutil.rmtree(self.results / name, ignore_errors=True)
         tmp.rename(self.results / name)
 
-    def train(self, name: str, loss: str, lr: str, seed: int, *, evaluate: bool = True) -> None:
-        """Train (and score on val) unless results/<name> exists; keep checkpoints/final for the test run."""
+    def _train_args(self, arm: str, lr: float, seed: int) -> list[str]:
+        return ["train", "experiment=study", *ARMS[arm][1], f"train.lr={lr_text(lr)}", f"seed={seed}"]
+
+    def train(self, arm: str, lr: float, seed: int, *, evaluate: bool = True) -> None:
+        """A pilot run: train and score on val unless results/<name> exists; keeps checkpoints/final."""
+        name = run_name(arm, lr, seed)
         if evaluate and self.done(name):
             return
         self.planned.append(name if evaluate else f"{name} (retrain for its checkpoint)")
         if self.dry_run:
             return
         shutil.rmtree(self.work / name, ignore_errors=True)
-        self._percli(name, ["train", "experiment=study", f"loss={loss}", f"train.lr={lr}", f"seed={seed}",
-                            "eval.split=val", f"eval.after_train={'true' if evaluate else 'false'}",
-                            f"hydra.run.dir={self.work / name}"])
+        self._percli(name, [*self._train_args(arm, lr, seed), "eval.split=val",
+                            f"eval.after_train={'true' if evaluate else 'false'}", f"hydra.run.dir={self.work / name}"])
         if evaluate:
             self._keep(name)
 
-    def test(self, name: str, loss: str, lr: str, seed: int) -> None:
-        """Score train run <name>'s checkpoint on test into <name>_test (retraining it if it is gone)."""
+    def test_pilot(self, arm: str, lr: float, seed: int) -> None:
+        """Score pilot run <name>'s checkpoint on test into <name>_test (retraining it if it is gone)."""
+        name = run_name(arm, lr, seed)
         out = f"{name}_test"
         if self.done(out):
             return
         if not self._checkpoint(name).is_dir() and name not in self.planned:   # planned: a dry run trains it
-            self.train(name, loss, lr, seed, evaluate=False)
+            self.train(arm, lr, seed, evaluate=False)
         self.planned.append(out)
         if self.dry_run:
             return
         shutil.rmtree(self.work / out, ignore_errors=True)
-        self._percli(out, ["eval", "experiment=study", f"model.path={self._checkpoint(name)}", f"seed={seed}",
-                           "eval.split=test", f"hydra.run.dir={self.work / out}"])
+        self._percli(out, ["eval", "experiment=study", *(o for o in ARMS[arm][1] if not o.startswith("loss")),
+                           f"model.path={self._checkpoint(name)}", f"seed={seed}", "eval.split=test",
+                           f"hydra.run.dir={self.work / out}"])
         self._keep(out)
+
+    def train_and_test(self, arm: str, lr: float, seed: int) -> None:
+        """A main run: train at the selected lr and score on test in one process, into <name>_test."""
+        out = f"{run_name(arm, lr, seed)}_test"
+        if self.done(out):
+            return
+        self.planned.append(out)
+        if self.dry_run:
+            return
+        shutil.rmtree(self.work / out, ignore_errors=True)
+        self._percli(out, [*self._train_args(arm, lr, seed), "eval.split=test", "eval.after_train=true",
+                           f"hydra.run.dir={self.work / out}"])
+        self._keep(out)
+        shutil.rmtree(self.work / out / "checkpoints", ignore_errors=True)
 
     def drop_checkpoints(self, names: list[str]) -> None:
         if not self.dry_run:
             for name in names:
                 shutil.rmtree(self.work / name / "checkpoints", ignore_errors=True)
 
-    # ------------------------------------------------------------------------------------------- plan
-    def selected_lr(self, loss: str, seed: int) -> str | None:
-        """The grid lr with the best val METEOR for (loss, seed); None until all of them are scored."""
-        names = [run_name(loss, lr, seed) for lr in LRS]
-        if not all(self.done(n) for n in names):
+    # -------------------------------------------------------------------------------------------- pilot
+    def grid(self, arm: str) -> list[float]:
+        """The lrs the pilot has tried for `arm` (START_LRS and any extensions that have results)."""
+        tried = set(START_LRS)
+        for p in self.results.glob(f"{arm}_lr*_s{PILOT_SEEDS[0]}"):
+            tried.add(float(p.name[len(arm) + 3:].rsplit("_s", 1)[0]))
+        return sorted(tried)
+
+    def val_means(self, arm: str, grid: list[float]) -> dict[float, float | None]:
+        """Per lr, the mean val METEOR over the pilot seeds; None until every pilot seed is scored."""
+        out: dict[float, float | None] = {}
+        for lr in grid:
+            names = [run_name(arm, lr, s) for s in PILOT_SEEDS]
+            out[lr] = float(np.mean([self.metrics(n)[PRIMARY] for n in names])) if all(map(self.done, names)) else None
+        return out
+
+    def selected_lr(self, arm: str) -> float | None:
+        """The pilot's selected lr for `arm` once it is interior (or at LR_LIMITS); None while the pilot runs."""
+        grid = self.grid(arm)
+        means = self.val_means(arm, grid)
+        if any(v is None for v in means.values()):
             return None
-        return max(LRS, key=lambda lr: self.metrics(run_name(loss, lr, seed))[SELECT_METRIC])
+        best = best_lr(means)
+        if (best == grid[0] and grid[0] / 2 >= LR_LIMITS[0]) or (best == grid[-1] and grid[-1] * 2 <= LR_LIMITS[1]):
+            return None
+        return best
 
-    def run_seed(self, seed: int) -> None:
-        # lr-major: CE and PerCE at the same lr finish together, so a study stopped early still pairs them.
-        for lr in LRS:
-            for loss in GRID_LOSSES:
-                self.train(run_name(loss, lr, seed), loss, lr, seed)
-        for loss in GRID_LOSSES:
-            best = self.selected_lr(loss, seed)
-            if best is None:   # dry run: the grid is not scored yet
-                self.planned.append(f"{loss}_s{seed}: test run of the lr selected on val")
-                continue
-            self.test(run_name(loss, best, seed), loss, best, seed)
-            self.drop_checkpoints([run_name(loss, lr, seed) for lr in LRS])
-        lr = self.selected_lr("perce", seed)
-        if lr is None:
-            self.planned.append(f"controls of seed {seed} (ce-scaled, longce at PerCE's selected lr)")
-            return
-        scaled = f"{float(lr) * self.mean_weight(run_name('perce', lr, seed)):.3g}"
-        for loss, name, run_lr in (("ce", f"ce-scaled_lr{scaled}_s{seed}", scaled),
-                                   ("longce", run_name("longce", lr, seed), lr)):
-            self.train(name, loss, run_lr, seed)
-            self.test(name, loss, run_lr, seed)
-            self.drop_checkpoints([name])
+    def pilot(self, arm: str) -> float | None:
+        """Run `arm`'s pilot until its selected lr is interior; score its pilot seeds on test. None in a dry run."""
+        while True:
+            grid = self.grid(arm)
+            for lr in grid:
+                for seed in PILOT_SEEDS:
+                    self.train(arm, lr, seed)
+            means = self.val_means(arm, grid)
+            if any(v is None for v in means.values()):   # dry run: the grid is not scored yet
+                self.planned.append(f"{arm}: grid extensions while the selected lr is the edge of the grid, "
+                                    "then its pilot seeds' test runs")
+                return None
+            best = self.selected_lr(arm)
+            if best is not None:
+                break
+            edge = best_lr(means)
+            self.train(arm, edge / 2 if edge == grid[0] else edge * 2, PILOT_SEEDS[0])
+            if self.dry_run:
+                return None
+        for seed in PILOT_SEEDS:
+            self.test_pilot(arm, best, seed)
+        self.drop_checkpoints([run_name(arm, lr, s) for lr in self.grid(arm) for s in PILOT_SEEDS])
+        return best
 
-
-    def test_run(self, system: str, seed: int) -> str | None:
-        """results/ name of `system`'s test run for `seed`, or None while it is not done."""
-        if system in GRID_LOSSES:
-            lr = self.selected_lr(system, seed)
-            name = None if lr is None else f"{run_name(system, lr, seed)}_test"
-        else:
-            lr = self.selected_lr("perce", seed)
-            pattern = f"ce-scaled_lr*_s{seed}_test" if system == "ce-scaled" else f"longce_lr{lr}_s{seed}_test"
-            found = sorted(p.name for p in self.results.glob(pattern)) if lr is not None else []
-            name = found[0] if found else None
+    # ------------------------------------------------------------------------------------------ results
+    def test_run(self, arm: str, seed: int) -> str | None:
+        """results/ name of `arm`'s test run for `seed`, or None while it is not done."""
+        lr = self.selected_lr(arm)
+        name = None if lr is None else f"{run_name(arm, lr, seed)}_test"
         return name if name is not None and self.done(name) else None
 
+    def train_log(self, arm: str, seed: int) -> list[dict]:
+        """The train_log.jsonl rows of `arm`'s selected run for `seed` ([] while it is missing)."""
+        lr = self.selected_lr(arm)
+        if lr is None:
+            return []
+        for name in (run_name(arm, lr, seed), f"{run_name(arm, lr, seed)}_test"):
+            path = self.results / name / "train_log.jsonl"
+            if path.is_file():
+                return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+        return []
 
-def run_name(loss: str, lr: str, seed: int) -> str:
-    return f"{loss}_lr{lr}_s{seed}"
 
-# ------------------------------------------------------------------------------------------------ report
+def run_study(study: Study, seeds: list[int], report: Path, arms: list[str] | None = None) -> None:
+    """The pilot for every arm, then seed-major main runs; the report after the pilot and after each seed.
+    `arms` limits both to some arms (runners for disjoint arms may share a machine and the results dir)."""
+    arms = list(ARMS) if arms is None else arms
+    lrs = {arm: study.pilot(arm) for arm in arms}
+    if not study.dry_run:
+        write_report(study, report)
+    for seed in seeds:
+        if seed in PILOT_SEEDS:
+            continue
+        for arm in arms:
+            if seed < SEEDS[arm]:
+                if lrs[arm] is None:
+                    study.planned.append(f"{arm}_s{seed}: train at the selected lr and score on test")
+                else:
+                    study.train_and_test(arm, lrs[arm], seed)
+        if not study.dry_run:
+            write_report(study, report)
+
+
+# ---------------------------------------------------------------------------------------------------- report
 def pooled(study: Study, base: str, other: str) -> tuple[list[int], dict[str, statistics.Delta]]:
-    """Seeds where both systems have a test run, and per metric the delta pooled over them."""
-    seeds = [s for s in SEEDS if study.test_run(base, s) and study.test_run(other, s)]
+    """Seeds where both arms have a test run, and per metric the delta pooled over them."""
+    seeds = [s for s in range(max(SEEDS.values())) if study.test_run(base, s) and study.test_run(other, s)]
     if not seeds:
         return [], {}
-    runs = [read_scores(study.results / study.test_run(sys_, s)) for sys_ in (base, other) for s in seeds]
-    _, positions = align(runs, [f"{sys_}_s{s}" for sys_ in (base, other) for s in seeds])
+    names = [study.test_run(arm, s) for arm in (base, other) for s in seeds]
+    runs = [read_scores(study.results / n) for n in names]
+    _, positions = align(runs, names)
     clusters = clusters_of(runs, positions)
     out = {}
     for metric in METRICS:
@@ -207,105 +330,189 @@ def pooled(study: Study, base: str, other: str) -> tuple[list[int], dict[str, st
     return seeds, out
 
 
-def _fmt(x: float) -> str:
-    return f"{x * 100:.2f}"
+def evidence_p(d: statistics.Delta) -> float:
+    """The larger of the sign-flip p and the seed t-test p: a delta counts only when both levels agree."""
+    return max(d.p_value, d.t_p_value if d.t_p_value is not None else 0.0)
 
 
-def verdict(d: statistics.Delta | None) -> str:
+def secondary_holm(deltas: dict[str, statistics.Delta]) -> dict[str, float]:
+    """Holm-adjusted p-values of the secondary metrics (METEOR, the primary, is not in the family)."""
+    return statistics.holm({m: evidence_p(deltas[m]) for m in SECONDARY if m in deltas})
+
+
+def cell(d: statistics.Delta, holm_p: float | None = None) -> str:
+    """The delta with both intervals; a secondary metric's Holm-adjusted p beside it, † where it is < 0.05 and
+    both intervals exclude 0."""
+    text = statistics.format_delta(d)
+    if holm_p is not None:
+        text = text.rstrip("*") + f" p_Holm={holm_p:.2g}" + ("†" if d.significant and holm_p < 0.05 else "")
+    return text
+
+
+def verdict(d: statistics.Delta | None, seeds: int) -> str:
     if d is None:
         return "not measured yet"
-    if d.ci_low > 0:
-        return f"yes: METEOR {statistics.format_delta(d)}, the 95% CI excludes 0"
-    if d.ci_high < 0:
-        return f"no, it is worse: METEOR {statistics.format_delta(d)}, the 95% CI excludes 0"
-    return (f"no detectable difference: METEOR {statistics.format_delta(d)}; the 95% CI includes 0 "
-            f"(this design resolves differences larger than about {max(-d.ci_low, d.ci_high) * 100:.1f} points)")
+    both = f"METEOR {statistics.format_delta(d)} over {seeds} seeds"
+    if d.significant:
+        return f"{'yes' if d.delta > 0 else 'no, it is worse'}: {both}; the bootstrap CI and the t-interval both exclude 0"
+    reach = mde(seeds) if seeds > 1 else float("nan")
+    return (f"no detectable difference: {both}; at least one interval includes 0 (this many seeds resolve "
+            f"{reach:.1f} METEOR points at 80% power)")
 
 
-def budget(study: Study) -> list[str]:
+def _fmt(x: float | None, scale: float = 100.0, digits: int = 2) -> str:
+    return "-" if x is None else f"{x * scale:.{digits}f}"
+
+
+def design_lines() -> list[str]:
+    """The design and its arithmetic, fixed before any run."""
+    target = 0.10 * CE_METEOR
+    need = seeds_needed(target)
+    v_old = SEED_SD ** 2 / 3 + USER_SD ** 2 / 48 + RESIDUAL_SD ** 2 / (3 * 48)
+    rows = ["| seeds S | var of the delta | MDE, normal quantiles | MDE, t quantiles (S-1 df) | as % of CE's 23.9 |",
+            "|---:|---:|---:|---:|---:|"]
+    for s in (3, 6, 8, 9, 10, 12, 16):
+        var = SEED_SD ** 2 / s + USER_SD ** 2 / TEST_USERS + RESIDUAL_SD ** 2 / (s * TEST_USERS)
+        rows.append(f"| {s} | {var:.3f} | {mde(s, t_quantiles=False):.2f} | {mde(s):.2f} | {mde(s) / CE_METEOR:.1%} |")
+    primary, other = SEEDS["perce"], min(SEEDS[a] for a in ARMS if a not in ("ce", "perce"))
+    return [
+        "## Design (fixed before the runs)", "",
+        "Arms, each at its own lr selected on val: " + "; ".join(
+            f"{label} (`{' '.join(o)}`, {SEEDS[a]} seeds)" for a, (label, o) in ARMS.items()) + ".",
+        "",
+        "- Model and data: SmolLM2-135M-Instruct (real weights, fp32, CPU), full fine-tuning, AdamW, grad-norm clip "
+        "1.0; synthetic LongLaMP-schema reviews with planted personal names, user setting: 64 train users (1 item "
+        "each), 48 val users (the lr pilot), 144 test users, none seen in training; BM25 top-2 profile items; "
+        "prompts cut at 384 tokens (conf/experiment/study.yaml).",
+        "- Converged regime: 2 epochs = 32 optimizer steps of batch 4, a 10% linear warm-up (4 steps), cosine decay. "
+        "Every target is at most 135 tokens + eos, inside the 144-token training length (so every planted mention "
+        "is trained on) and the 144-token greedy generation (so planted recall can reach 1: it counts the names the "
+        "reference holds within the generation length); tests/test_study_design.py checks both.",
+        f"- lr pilot on val with seeds {', '.join(map(str, PILOT_SEEDS))}: grid {', '.join(map(lr_text, START_LRS))} "
+        "to begin with; the selected lr is `percli table`'s rule (report/select.py `best_lr`: best mean val METEOR "
+        "over the seeds, ties to the smaller lr); while it is the smallest or largest lr tried, the grid is extended "
+        f"by a factor 2 that way (within {lr_text(LR_LIMITS[0])}-{lr_text(LR_LIMITS[1])}). The pilot seeds' test "
+        "runs score the pilot checkpoints at the selected lr.",
+        "- Then seed-major: seed by seed, every arm with that seed trains at its selected lr and is scored on test; "
+        "this report is rewritten after the pilot and after every seed (interim reports); a rerun resumes.",
+        "- Statistics: per arm against CE, the paired delta over the seeds both have, with a two-level bootstrap CI "
+        "(seeds, then users; 20,000 resamples, Monte Carlo error of each limit reported, < 0.1 points) and a "
+        "t-interval over the per-seed paired means (S-1 df); a delta is significant only when both exclude 0. "
+        "METEOR is the declared primary metric; ROUGE-1/2/L/Lsum and planted recall are secondary, their p-values "
+        "(the larger of the sign-flip p and the seed t-test p) Holm-adjusted as one family per comparison.",
+        "- A constant loss scale does nothing here: AdamW divides each update by the root of its second moment, and "
+        "the gradient norm is clipped before the step, so a loss multiplied by c trains like the loss itself "
+        "(tests/test_losses.py). The v1 control 'CE at lr x w' therefore controlled nothing, and is gone.",
+        "",
+        "### Minimum detectable effect (sized from study v1's variance components)", "",
+        f"The per-user paired difference of seed s and test user u is modelled as d_su = delta + a_s + b_u + e_su with "
+        f"the components of PerCE - CE METEOR (x100) measured in study v1: seed SD {SEED_SD}, user SD {USER_SD}, "
+        f"residual SD {RESIDUAL_SD}. The mean over S seeds and U users has variance "
+        f"{SEED_SD}^2/S + {USER_SD}^2/U + {RESIDUAL_SD}^2/(S U); at 80% power and a two-sided 95% level the MDE is "
+        "(q_0.975 + q_0.80) x its square root. v1 (S = 3, U = 48): variance "
+        f"{SEED_SD ** 2 / 3:.3f} + {USER_SD ** 2 / 48:.3f} + {RESIDUAL_SD ** 2 / 144:.3f} = {v_old:.3f}, seeds carry "
+        f"{SEED_SD ** 2 / 3 / v_old:.0%}; MDE with normal quantiles 2.80 x {math.sqrt(v_old):.3f} = "
+        f"{mde(3, 48, t_quantiles=False):.2f} points ({mde(3, 48, t_quantiles=False) / CE_METEOR:.0%} of CE's "
+        f"{CE_METEOR}), with t quantiles on 2 df {mde(3, 48):.1f}.",
+        "",
+        f"Here U = {TEST_USERS} (user term {USER_SD ** 2 / TEST_USERS:.4f}, fixed however many seeds), target MDE "
+        f"<= 10% of {CE_METEOR} = {target:.2f} points. A delta counts only when the t-interval over seed means "
+        "excludes 0 as well, so the design uses t quantiles on S-1 df (normal ones would be optimistic):", "",
+        *rows, "",
+        f"- {need} seeds are the fewest that reach {target:.2f} ({mde(need):.2f}; {need - 1} give "
+        f"{mde(need - 1):.2f}). A simulation of the whole rule (both intervals, 400 studies, 2,000 resamples, "
+        "`simulated_power` in scripts/study.py) gave power 0.83 at 10 seeds and 0.89 at 12 against an effect of "
+        f"{target:.2f}.",
+        f"- The seed SD {SEED_SD} comes from 3 seeds (2 df): its 95% interval is 0.99 to 11.9. CE and PerCE "
+        f"therefore get {primary} seeds: MDE {mde(primary):.2f} points ({mde(primary) / CE_METEOR:.1%} of CE), "
+        "and the target still holds for a seed SD up to 2.3 (10 seeds: up to 2.0).",
+        f"- The other arms get {other} seeds each: against CE's first {other} seeds their MDE is {mde(other):.2f} "
+        f"points ({mde(other) / CE_METEOR:.1%} of CE), assuming the same variance components.",
+        "",
+    ]
+
+
+def estimate_lines() -> list[str]:
+    """The pre-run budget: the study's work (steps, generated examples) times measured seconds per unit."""
+    return ["(estimate pending)"]
+
+
+def budget_lines(study: Study) -> list[str]:
     log = study.results / "study_log.jsonl"
     rows = [json.loads(x) for x in log.read_text().splitlines()] if log.is_file() else []
     if not rows:
         return ["No run has finished yet."]
     failed = [r for r in rows if r.get("exit", 0) != 0]
     rows = [r for r in rows if r.get("exit", 0) == 0]
-    train = [r["seconds"] for r in rows if r["command"] == "train"]
-    evals = [r["seconds"] for r in rows if r["command"] == "eval"]
+    if not rows:
+        return [f"No run has finished yet ({len(failed)} failed)."]
     total = sum(r["seconds"] for r in rows)
     ends = [datetime.fromisoformat(r["finished"]).timestamp() for r in rows]
     starts = [end - r["seconds"] for end, r in zip(ends, rows)]
-    threads = sorted({r.get("omp_num_threads") or "default" for r in rows})
-    # Runners for different seeds overlap, so the elapsed span, not the sum, is what the study cost in time.
-    lines = [f"Finished runs: {len(rows)} processes, {total / 60:.0f} min of process wall time in all; "
-             f"{(max(ends) - min(starts)) / 60:.0f} min elapsed from the first start to the last finish "
-             f"({datetime.fromtimestamp(min(starts), UTC).isoformat(timespec='minutes')} to "
-             f"{datetime.fromtimestamp(max(ends), UTC).isoformat(timespec='minutes')}; torch threads per run "
-             f"(OMP_NUM_THREADS): {', '.join(threads)})."]
+    lines = [f"Finished: {len(rows)} processes, {total / 3600:.1f} h of process wall time; "
+             f"{(max(ends) - min(starts)) / 3600:.1f} h from the first start to the last finish."]
+    for kind, label in (("pilot", "pilot runs (train + val scoring)"), ("test", "pilot test scorings"),
+                        ("main", "main runs (train + test scoring)")):
+        secs = [r["seconds"] for r in rows if _kind(r) == kind]
+        if secs:
+            lines.append(f"- {label}: {len(secs)}, mean {np.mean(secs):.0f} s (min {min(secs):.0f}, max {max(secs):.0f})")
     if failed:
-        lines.append(f"- lost: {len(failed)} run(s) killed before they finished, {sum(r['seconds'] for r in failed) / 60:.0f}"
-                     f" min of wall time (" + ", ".join(f"{r['run']} exit {r['exit']}" for r in failed)
-                     + "; exit -9: the out-of-memory killer of the shared machine); a rerun starts them again")
-    if train:
-        lines.append(f"- train + val scoring: {len(train)} runs, mean {sum(train) / len(train):.0f} s "
-                     f"(min {min(train):.0f}, max {max(train):.0f})")
-    if evals:
-        lines.append(f"- test scoring: {len(evals)} runs, mean {sum(evals) / len(evals):.0f} s")
+        lines.append(f"- lost: {len(failed)} failed process(es), {sum(r['seconds'] for r in failed) / 60:.0f} min")
     loads = [r["load_avg_15min"] for r in rows if r.get("load_avg_15min") is not None]
     if loads:
-        lines.append(f"- 15-min load average when runs ended: {min(loads):.1f} to {max(loads):.1f} on 2 cores "
-                     f"(an idle machine reads about 1)")
+        lines.append(f"- 15-min load average when runs ended: {min(loads):.1f} to {max(loads):.1f}")
     return lines
 
 
-def selection_table(study: Study) -> list[str]:
-    lines = ["| loss | seed | " + " | ".join(f"val METEOR, lr {lr}" for lr in LRS) + " | selected lr |",
-             "|---|---:|" + "---:|" * len(LRS) + "---|"]
-    for loss in GRID_LOSSES:
-        for seed in SEEDS:
-            cells = [_fmt(study.metrics(run_name(loss, lr, seed))["meteor"]) if study.done(run_name(loss, lr, seed))
-                     else "-" for lr in LRS]
-            best = study.selected_lr(loss, seed)
-            if best is not None:
-                cells[LRS.index(best)] = f"**{cells[LRS.index(best)]}**"
-            lines.append(f"| {SYSTEMS[loss]} | {seed} | " + " | ".join(cells) + f" | {best or 'pending'} |")
+def _kind(row: dict) -> str:
+    if row["command"] == "eval":
+        return "test"
+    return "main" if row["run"].endswith("_test") else "pilot"
+
+
+def selection_lines(study: Study) -> list[str]:
+    lines = ["| arm | val METEOR per lr (mean over the pilot seeds) | selected lr |", "|---|---|---|"]
+    for arm, (label, _) in ARMS.items():
+        means = study.val_means(arm, study.grid(arm))
+        best = study.selected_lr(arm)
+        cells = [f"{lr_text(lr)}: {'**' if lr == best else ''}{_fmt(v)}{'**' if lr == best else ''}"
+                 for lr, v in means.items()]
+        lines.append(f"| {label} | {'; '.join(cells)} | {lr_text(best) if best is not None else 'pending'} |")
     return lines
 
 
-def test_table(study: Study) -> list[str]:
-    lines = ["| system | seeds | lr per seed | " + " | ".join(METRICS) + " |", "|---|---:|---|" + "---:|" * len(METRICS)]
-    for system, label in SYSTEMS.items():
-        names = [(s, study.test_run(system, s)) for s in SEEDS]
-        names = [(s, n) for s, n in names if n]
-        if not names:
-            lines.append(f"| {label} | 0 | | " + " | ".join("-" for _ in METRICS) + " |")
-            continue
-        lrs = ", ".join(n.split("_lr")[1].split("_s")[0] for _, n in names)
+def test_lines(study: Study) -> list[str]:
+    lines = ["| arm | seeds | lr | " + " | ".join(METRICS) + " |", "|---|---:|---|" + "---:|" * len(METRICS)]
+    for arm, (label, _) in ARMS.items():
+        names = [n for n in (study.test_run(arm, s) for s in range(SEEDS[arm])) if n]
         cells = []
         for metric in METRICS:
-            vals = [study.metrics(n).get(metric) for _, n in names]
-            vals = [v for v in vals if v is not None]
-            if not vals:
-                cells.append("-")
-                continue
-            mean = sum(vals) / len(vals)
-            sd = (sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) ** 0.5 if len(vals) > 1 else 0.0
-            cells.append(f"{_fmt(mean)} ({sd * 100:.2f})")
-        lines.append(f"| {label} | {len(names)} | {lrs} | " + " | ".join(cells) + " |")
+            vals = [v for v in (study.metrics(n).get(metric) for n in names) if v is not None]
+            cells.append(f"{_fmt(float(np.mean(vals)))} ({_fmt(float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0)})"
+                         if vals else "-")
+        lr = study.selected_lr(arm)
+        lines.append(f"| {label} | {len(names)} | {lr_text(lr) if lr else '-'} | " + " | ".join(cells) + " |")
     return lines
 
 
-def weight_table(study: Study) -> list[str]:
-    lines = ["| seed | PerCE lr | mean weight w | tokens at the 0.8 floor | at the 5.0 cap | mean PIR |",
-             "|---:|---|---:|---:|---:|---:|"]
-    for seed in SEEDS:
-        lr = study.selected_lr("perce", seed)
-        if lr is None:
-            continue
-        rows = [json.loads(x) for x in (study.results / run_name("perce", lr, seed) / "train_log.jsonl")
-                .read_text().splitlines()]
-        mean = {k: sum(r[k] for r in rows) / len(rows) for k in ("weight_mean", "clip_low", "clip_high", "pir_mean")}
-        lines.append(f"| {seed} | {lr} | {mean['weight_mean']:.3f} | {mean['clip_low']:.1%} | "
-                     f"{mean['clip_high']:.1%} | {mean['pir_mean']:.3f} |")
+def mechanism_lines(study: Study) -> list[str]:
+    """Per arm: the weight on planted-name tokens against the others during training (train_log.jsonl, mean over
+    steps and seeds), and what the test generations do with the names."""
+    lines = ["| arm | seeds | planted share of tokens | planted share of weight | mean weight, planted | "
+             "mean weight, other | mean PIR, planted | mean PIR, other | test planted recall |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for arm, (label, _) in ARMS.items():
+        logs = [rows for rows in (study.train_log(arm, s) for s in range(SEEDS[arm])) if rows]
+        vals = {}
+        for key in MECHANISM_KEYS:
+            xs = [r[key] for rows in logs for r in rows if r.get(key) is not None]
+            vals[key] = float(np.mean(xs)) if xs else None
+        recall = [study.metrics(n).get("planted_recall") for n in (study.test_run(arm, s) for s in range(SEEDS[arm])) if n]
+        recall = [r for r in recall if r is not None]
+        lines.append(f"| {label} | {len(logs)} | {_fmt(vals['planted_token_share'], digits=1)}% | "
+                     f"{_fmt(vals['planted_weight_mass'], digits=1)}% | {_fmt(vals['planted_weight_mean'], 1, 3)} | "
+                     f"{_fmt(vals['other_weight_mean'], 1, 3)} | {_fmt(vals['planted_pir_mean'], 1, 3)} | "
+                     f"{_fmt(vals['other_pir_mean'], 1, 3)} | {_fmt(float(np.mean(recall)) if recall else None)} |")
     return lines
 
 
@@ -315,22 +522,21 @@ def plot(results: dict[tuple[str, str], tuple[list[int], dict[str, statistics.De
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    shown = [(k, v) for k, v in results.items() if v[1]]
+    shown = [(k, v[0], v[1][PRIMARY]) for k, v in results.items() if PRIMARY in v[1]]
     if not shown:
         return False
-    fig, axes = plt.subplots(1, len(shown), figsize=(3.6 * len(shown), 3.4), sharey=True, squeeze=False)
-    for ax, ((base, other), (seeds, deltas)) in zip(axes[0], shown):
-        names = [m for m in METRICS if m in deltas]
-        for y, m in enumerate(names):
-            d = deltas[m]
-            color = "tab:green" if d.ci_low > 0 else ("tab:red" if d.ci_high < 0 else "tab:gray")
-            ax.errorbar(d.delta * 100, y, xerr=[[(d.delta - d.ci_low) * 100], [(d.ci_high - d.delta) * 100]],
-                        fmt="o", color=color, capsize=3)
-        ax.axvline(0, color="black", lw=0.8)
-        ax.set_yticks(range(len(names)), names)
-        ax.set_title(f"{SYSTEMS[other]} - {SYSTEMS[base]}\n({len(seeds)} seed{'s' * (len(seeds) != 1)})", fontsize=9)
-        ax.set_xlabel("delta x100, 95% CI")
-    axes[0][0].invert_yaxis()
+    fig, ax = plt.subplots(figsize=(7, 0.5 * len(shown) + 1.2))
+    for y, (_, _, d) in enumerate(shown):
+        color = "tab:green" if d.significant and d.delta > 0 else ("tab:red" if d.significant else "tab:gray")
+        ax.errorbar(d.delta * 100, y - 0.12, xerr=[[(d.delta - d.ci_low) * 100], [(d.ci_high - d.delta) * 100]],
+                    fmt="o", color=color, capsize=3, label="bootstrap CI" if y == 0 else None)
+        ax.errorbar(d.delta * 100, y + 0.12, xerr=[[(d.delta - d.t_low) * 100], [(d.t_high - d.delta) * 100]],
+                    fmt="s", color=color, capsize=3, alpha=0.6, label="t-interval over seeds" if y == 0 else None)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(range(len(shown)), [f"{ARMS[o][0]} - {ARMS[b][0]} ({len(s)} seeds)" for (b, o), s, _ in shown])
+    ax.invert_yaxis()
+    ax.set_xlabel("METEOR delta x100, 95% intervals")
+    ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp")
     fig.savefig(tmp, format="png", dpi=120)
@@ -339,92 +545,47 @@ def plot(results: dict[tuple[str, str], tuple[list[int], dict[str, statistics.De
     return True
 
 
-def _direction(d: statistics.Delta) -> str:
-    return "higher" if d.ci_low > 0 else ("lower" if d.ci_high < 0 else "no detectable difference")
-
-
-def findings(study: Study, results: dict) -> list[str]:
-    """What the deltas say, comparison by comparison, and the design's limits that the data point to."""
-    lines = []
-    for base, other, _ in COMPARISONS:
-        seeds, deltas = results[(base, other)]
-        if not deltas:
-            continue
-        said = [f"{m} {_direction(deltas[m])} ({statistics.format_delta(deltas[m])})"
-                for m in ("meteor", "rougeL", "planted_recall") if m in deltas]
-        lines.append(f"- {SYSTEMS[other]} against {SYSTEMS[base]} ({len(seeds)} seeds): " + "; ".join(said) + ".")
-    for loss in GRID_LOSSES:
-        edge = [s for s in SEEDS if study.selected_lr(loss, s) == LRS[-1]]
-        if edge:
-            lines.append(f"- {SYSTEMS[loss]}'s val-selected lr is the top of the grid ({LRS[-1]}) for seed(s) "
-                         f"{', '.join(map(str, edge))}: a wider grid might raise it further.")
-    return lines
-
-
-def write_report(study: Study, out: Path, picture: Path) -> None:
+def write_report(study: Study, out: Path) -> None:
     planner = Study(study.results, study.work, True, study.overrides)
-    for seed in SEEDS:
-        planner.run_seed(seed)
+    run_study(planner, list(range(max(SEEDS.values()))), out)
     results = {(b, o): pooled(study, b, o) for b, o, _ in COMPARISONS}
-    main_delta = results[("ce", "perce")][1].get("meteor")
-    finished = [p.name for p in study.results.iterdir() if (p / "metrics.json").is_file()]
-    done_test = sum(name.endswith("_test") for name in finished)
-    done_train = len(finished) - done_test
-    drew = plot(results, picture)
-    lines = ["# Does PerCE beat CE here? The CE-vs-PerCE study", "",
-             f"**Answer{'' if not planner.planned else ' so far'}: {verdict(main_delta)}.**", "",
-             f"Status: {'complete' if not planner.planned else 'INCOMPLETE'}: {done_train} of "
-             f"{len(GRID_LOSSES) * len(LRS) * len(SEEDS) + 2 * len(SEEDS)} train runs (each scored on val) and "
-             f"{done_test} of {(len(GRID_LOSSES) + 2) * len(SEEDS)} test scorings are done. "
-             + ("Every planned run is done." if not planner.planned else
-                f"{len(planner.planned)} steps remain; `make study` continues where this stopped:"), ""]
-    lines += [f"- {n}" for n in planner.planned] + ([""] if planner.planned else [])
-    lines += ["## Deltas on the test split (pooled over seeds)", "",
-              "Each cell: mean(other) - mean(baseline) x100 over the 48 unseen test users, 95% CI of a two-level "
-              "paired bootstrap (seeds, then users; percli/statistics.py), relative change, * where the CI "
-              "excludes 0. Seed s of one system is paired with seed s of the other. p: two-sided sign-flip "
-              "permutation test over users of the seed-averaged difference; it holds the trained models fixed, "
-              "while the CI also resamples seeds (the training recipe's own variance), so a small p with a CI "
-              "that includes 0 means 'these three models differ', not 'the recipe does'. Read the CI.", "",
-              "| comparison | question | seeds | " + " | ".join(METRICS) + " | p (METEOR) |",
-              "|---|---|---:|" + "---:|" * len(METRICS) + "---:|"]
+    seeds, main = results[("ce", "perce")]
+    picture = out.with_name("study_deltas.png")
+    drew = plot({k: v for k, v in results.items() if len(v[0]) > 1}, picture)
+    done = sum(1 for p in study.results.iterdir() if (p / "metrics.json").is_file()) if study.results.is_dir() else 0
+    lines = ["# Does PerCE beat CE? The powered study, and what makes LongCE read the profile", "",
+             f"**Answer{'' if not planner.planned else ' so far'}: {verdict(main.get(PRIMARY), len(seeds))}.**", "",
+             f"Status: {'complete' if not planner.planned else 'INCOMPLETE'}: {done} runs finished; "
+             + ("every planned run is done." if not planner.planned else
+                f"{len(planner.planned)} steps remain (`make study` continues where this stopped; the first few: "
+                + "; ".join(planner.planned[:4]) + ")."), "",
+             "The first study (3 seeds x 48 users, 12 steps) is in results/study_v1/; it overstated two things: its "
+             "'PerCE is worse' star was resampling noise, and its 'CE at lr x w' control controlled nothing.", "",
+             "## Each arm against CE on the test split (METEOR primary)", "",
+             "Each cell: mean(other) - mean(baseline) x100 over the 144 unseen test users, pooled over the seeds both "
+             "arms have: the 95% two-level bootstrap CI [..], the 95% t-interval over per-seed paired means t[..], the "
+             "relative change; * (METEOR) = both intervals exclude 0. Secondary metrics carry their Holm-adjusted p "
+             "(† = p_Holm < 0.05 and both intervals exclude 0). mc: the largest Monte Carlo error of a bootstrap limit.",
+             "", "| comparison | question | seeds | " + " | ".join(METRICS) + " | mc |",
+             "|---|---|---:|" + "---:|" * len(METRICS) + "---:|"]
     for base, other, question in COMPARISONS:
-        seeds, deltas = results[(base, other)]
-        cells = [statistics.format_delta(deltas[m]) if m in deltas else "-" for m in METRICS]
-        p = f"{deltas['meteor'].p_value:.3g}" if "meteor" in deltas else "-"
-        lines.append(f"| {SYSTEMS[other]} - {SYSTEMS[base]} | {question} | {len(seeds)} | " + " | ".join(cells)
-                     + f" | {p} |")
-    lines += ["", f"![deltas with 95% CIs]({picture.name})" if drew else "(no picture yet: no comparison done)", "",
-              "## What was and was not found", "", *findings(study, results), "",
-              "Not found, and out of this design's reach: whether PerCE helps a 4B-14B model trained for 3 epochs "
-              "on real LongLaMP data, as in the paper. This is a 135M model, 12 optimizer steps, synthetic users "
-              "whose personal signal is a few planted names; each of those (model size, steps, clip range "
-              "`loss.min_weight` / `loss.max_weight`, real data) can change the answer.", "",
-              "## Test scores (x100, mean (sd) over seeds)", "", *test_table(study), "",
-              "## Selection on val (per loss and seed: the lr with the best val METEOR; only it is scored on test)",
-              "", *selection_table(study), "",
-              "## PerCE's weights during training (selected runs; train_log.jsonl, mean over steps)", "",
-              *weight_table(study), "",
-              "## Design", "",
-              "- Model: SmolLM2-135M-Instruct (real pretrained weights, fp32, CPU), full fine-tuning, AdamW, cosine "
-              "schedule, no warm-up, grad-norm clip 1.0 (conf/experiment/study.yaml).",
-              "- Data: synthetic LongLaMP-schema product reviews with planted personal names, user setting: 48 train "
-              "users (1 item each), 24 val users, 48 test users, none of them seen in training; BM25 top-2 profile "
-              "items; prompts cut at 384 tokens, targets at 64 tokens.",
-              f"- Training: 1 epoch = 12 steps of batch 4. lr grid {', '.join(LRS)}; seeds {', '.join(map(str, SEEDS))} "
-              "(the seed sets the training order; the data are fixed).",
-              "- Selection: per (loss, seed), the lr with the best val METEOR; that run alone is scored on test.",
-              "- Controls, per seed, at PerCE's selected lr L: CE at lr L x w (w = PerCE's mean token weight in that "
-              "run) and LongCE (w_t = min(exp(PIR_t), 5), no floor) at lr L.",
-              "- Generation: greedy, 64 new tokens, batch 8. Metrics: ROUGE-1/2/L/Lsum and METEOR (HF evaluate "
-              "parity), planted recall (share of the user's planted names that the generation contains).", "",
-              "## Budget", "",
-              "Sized before running from the idle-machine timings in the README (`make demo`: about 10 s per "
-              "optimizer step of batch 4 at ~400 tokens; 67 generated tokens/s at batch 8): ~165 s per train run "
-              "and ~66 s per test scoring, ~80 min for the whole study with one runner. The measured cost is "
-              "below; `make study` runs one runner with the default threads, and `--seeds` lets runners for "
-              "different seeds share a machine.", "",
-              *budget(study), ""]
+        s, deltas = results[(base, other)]
+        holm = secondary_holm(deltas)
+        cells = [cell(deltas[m], holm.get(m)) if m in deltas else "-" for m in METRICS]
+        mc = max((d.mc_error for d in deltas.values() if d.mc_error is not None), default=None)
+        lines.append(f"| {ARMS[other][0]} - {ARMS[base][0]} | {question} | {len(s)} | " + " | ".join(cells)
+                     + f" | {_fmt(mc, digits=3)} |")
+    lines += ["", f"![METEOR deltas with both intervals]({picture.name})" if drew else
+              "(no picture yet: no comparison has 2 seeds)", "",
+              "## Mechanism: weight on planted-name tokens against the others", "",
+              "From train_log.jsonl (per step, from the synthetic truth spans; mean over steps and the arm's seeds): "
+              "the share of response tokens inside a planted name, the share of the step's weight sum they carry, "
+              "the mean weight and mean PIR on planted and on other tokens (PIR only where the loss computes it).", "",
+              *mechanism_lines(study), "",
+              "## Test scores (x100, mean (sd) over seeds)", "", *test_lines(study), "",
+              "## lr pilot on val", "", *selection_lines(study), "",
+              *design_lines(),
+              "## Budget", "", *estimate_lines(), "", "Measured so far:", "", *budget_lines(study), ""]
     atomic_write_text(out, "\n".join(lines))
     print(f"percli study: wrote {out}" + (f" and {picture}" if drew else ""), flush=True)
 
@@ -440,22 +601,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report", default=str(REPO / "results" / "study.md"), help="the report (picture beside it)")
     p.add_argument("--dry-run", action="store_true", help="print the runs still to do, run nothing")
     p.add_argument("--report-only", action="store_true", help="only write results/study.md from finished runs")
-    p.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=list(SEEDS),
-                   help="seeds to run (default: all)")
+    p.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=list(range(max(SEEDS.values()))),
+                   help="main-phase seeds to run (default: all); the pilot always runs first")
+    p.add_argument("--arms", type=lambda s: s.split(","), default=list(ARMS),
+                   help=f"arms to run (default: all of {','.join(ARMS)}); runners for disjoint arms may run at once")
     args = p.parse_args(argv)
+    unknown = [a for a in args.arms if a not in ARMS]
+    if unknown:
+        p.error(f"--arms {','.join(unknown)}: not an arm; choose from {','.join(ARMS)}")
     study = Study(Path(args.results).resolve(), Path(args.work).resolve(), args.dry_run, overrides)
+    report = Path(args.report).resolve()
     start = time.monotonic()
     if not args.report_only:
-        for seed in args.seeds:
-            study.run_seed(seed)
+        run_study(study, args.seeds, report, args.arms)
     if args.dry_run:
         print("\n".join(["percli study: to do"] + [f"  {n}" for n in study.planned] if study.planned
                         else ["percli study: every run is done"]))
         return 0
     if not args.report_only:
         print(f"percli study: runs done in {time.monotonic() - start:.0f} s", flush=True)
-    report = Path(args.report).resolve()
-    write_report(study, report, report.with_name("study_deltas.png"))
+    write_report(study, report)
     return 0
 
 

@@ -110,7 +110,7 @@ EXPECTED_MD = """\
 
 | Model | Loss | Review METEOR |
 |---|---|---:|
-| smollm2-135m | PerCE | +7.50 [+5.00, +10.00] (+30.0%)* |
+| smollm2-135m | PerCE | +7.50 [+5.00, +10.00] t[-24.27, +39.27] (+30.0%) |
 
 ## Cross-task transfer (rows: trained on; columns: evaluated on)
 
@@ -145,7 +145,7 @@ def test_selects_on_val_and_reports_test_with_pooled_deltas(sweep: Path, tmp_pat
     assert csv_rows[2] == "in-task,smollm2-135m,ce,,,25.0000,7.0711,2,,,,,,,,,,,,,,"
     assert csv_rows[4].startswith("in-task-delta,smollm2-135m,perce,,,,,2,7.5000,5.0000,10.0000,30.0000,")
     tex = (out / "table.tex").read_text()
-    assert "smollm2-135m & PerCE & +7.50 [+5.00, +10.00] (+30.0\\%)$^{*}$ \\\\" in tex
+    assert "smollm2-135m & PerCE & +7.50 [+5.00, +10.00] t[-24.27, +39.27] (+30.0\\%) \\\\" in tex
     assert (out / "loss_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

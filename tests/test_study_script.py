@@ -1,4 +1,5 @@
-"""scripts/study.py: per-seed selection on val, the controls' lr, what a rerun skips, and the report's deltas."""
+"""scripts/study.py: the MDE arithmetic, the lr pilot (percli table's selection rule, grid extension), the
+seed-major plan, what a rerun skips, and the report's pooled deltas, intervals and mechanism table."""
 
 from __future__ import annotations
 
@@ -8,9 +9,16 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from test_report import OK, make_run
+
+from percli.report.collect import collect, find_run_dirs
+from percli.report.select import select
 
 REPO = Path(__file__).resolve().parents[1]
-IDS = [f"review-test-u{u:03d}-0" for u in range(72, 80)]
+IDS = [f"review-test-u{u:03d}-0" for u in range(112, 120)]
+# lr -> val METEOR of pilot seeds 0 and 1. Per seed the best lr differs (seed 0: 1e-4, seed 1: 4e-4); the mean
+# over seeds (percli table's rule) picks 2e-4, which is interior, so the pilot stops there.
+VAL = {1e-4: (0.40, 0.10), 2e-4: (0.31, 0.31), 4e-4: (0.05, 0.35)}
 
 
 @pytest.fixture(scope="module")
@@ -19,77 +27,107 @@ def study() -> SimpleNamespace:
 
 
 def fake_run(results: Path, name: str, meteor: float, *, scores: list[float] | None = None,
-             weights: list[float] | None = None) -> None:
+             log: list[dict] | None = None) -> None:
     """A finished run as the study keeps it: metrics.json, and scores.jsonl / train_log.jsonl when given."""
     d = results / name
     d.mkdir(parents=True)
-    (d / "metrics.json").write_text(json.dumps({"meteor": meteor, "rouge1": meteor}))
+    metrics = {"meteor": meteor, "rouge1": meteor}
     if scores is not None:
         (d / "scores.jsonl").write_text("".join(json.dumps({"id": i, "meteor": s, "rouge1": s}) + "\n"
                                                 for i, s in zip(IDS, scores)))
-    if weights is not None:
-        (d / "train_log.jsonl").write_text("".join(
-            json.dumps({"step": k, "weight_mean": w, "clip_low": 0.8, "clip_high": 0.02, "pir_mean": 0.3}) + "\n"
-            for k, w in enumerate(weights, 1)))
+        metrics |= {"meteor": sum(scores) / len(scores), "rouge1": sum(scores) / len(scores)}
+    (d / "metrics.json").write_text(json.dumps(metrics))
+    if log is not None:
+        (d / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
 
 
-def seed_done(study, results: Path, seed: int, *, controls: bool = True) -> None:
-    """Seed `seed` finished: val METEOR peaks at lr 1e-4 for CE and at 5e-5 for PerCE (mean weight 1.2)."""
-    base = [0.20 + 0.01 * k for k in range(len(IDS))]
-    for lr, val in zip(study.LRS, (0.30, 0.35, 0.31)):
-        fake_run(results, study.run_name("ce", lr, seed), val)
-    for lr, val in zip(study.LRS, (0.40, 0.33, 0.32)):
-        fake_run(results, study.run_name("perce", lr, seed), val, weights=[1.1, 1.3])
-    fake_run(results, f"{study.run_name('ce', '1e-4', seed)}_test", 0.3, scores=base)
-    # PerCE is exactly 2 METEOR points above CE on every test example
-    fake_run(results, f"{study.run_name('perce', '5e-5', seed)}_test", 0.3, scores=[b + 0.02 for b in base])
-    if controls:
-        for name in ("ce-scaled_lr6e-05", "longce_lr5e-5"):
-            fake_run(results, f"{name}_s{seed}", 0.3)
-            fake_run(results, f"{name}_s{seed}_test", 0.3, scores=[b + 0.005 for b in base])
+LOG = [{"step": 1, "planted_token_share": 0.07, "planted_weight_mass": 0.20, "planted_weight_mean": 3.0,
+        "other_weight_mean": 0.95, "planted_pir_mean": 3.6, "other_pir_mean": 0.1},
+       {"step": 2, "planted_token_share": 0.09, "planted_weight_mass": 0.22, "planted_weight_mean": 3.2,
+        "other_weight_mean": 0.93, "planted_pir_mean": 3.8, "other_pir_mean": 0.3}]
 
 
-def test_selection_is_per_seed_on_val_and_the_control_lr_is_lr_times_the_mean_weight(study, tmp_path: Path) -> None:
+def pilot_done(study, results: Path, arm: str, shift: float = 0.0) -> None:
+    """`arm`'s pilot on VAL, and its pilot seeds' test runs at 2e-4 (per-example test scores + `shift`)."""
+    for lr, vals in VAL.items():
+        for seed, val in zip(study.PILOT_SEEDS, vals):
+            fake_run(results, study.run_name(arm, lr, seed), val, log=LOG)
+    for seed in study.PILOT_SEEDS:
+        base = [0.20 + 0.01 * k + 0.003 * seed for k in range(len(IDS))]
+        fake_run(results, f"{study.run_name(arm, 2e-4, seed)}_test", 0.0, scores=[b + shift for b in base])
+
+
+def test_the_mde_arithmetic(study) -> None:
+    """v1 (3 seeds x 48 users, normal quantiles): 2.80 x sqrt(3.61/3 + 12.25/48 + 118.81/144) = 4.23 points (the
+    review's 'about 4.3'); at 144 users the t-quantile rule needs 10 seeds for 10% of 23.9 = 2.39."""
+    assert study.mde(3, 48, t_quantiles=False) == pytest.approx(4.234, abs=1e-3)
+    assert study.seeds_needed(2.39) == 10 and study.mde(9) > 2.39 >= study.mde(10)
+    assert study.mde(12) == pytest.approx(3.0770 * 0.67430, abs=2e-3)
+    assert study.SEEDS["ce"] == study.SEEDS["perce"] >= 10 and min(study.SEEDS.values()) >= 6
+
+
+def test_study_and_percli_table_pick_the_same_lr(study, tmp_path: Path) -> None:
     results = tmp_path / "results"
-    seed_done(study, results, 0)
+    pilot_done(study, results, "ce")
     s = study.Study(results, tmp_path / "work", True, [])
-    assert s.selected_lr("ce", 0) == "1e-4" and s.selected_lr("perce", 0) == "5e-5"
-    assert s.selected_lr("ce", 1) is None
-    assert s.mean_weight(study.run_name("perce", "5e-5", 0)) == pytest.approx(1.2)
-    assert s.test_run("ce-scaled", 0) == "ce-scaled_lr6e-05_s0_test"   # 5e-5 x 1.2
-    assert s.test_run("longce", 0) == "longce_lr5e-5_s0_test"
+    assert s.selected_lr("ce") == 2e-4
+    # The same val scores as percli table reads them: one train run per (lr, seed), evaluated on val.
+    sweep = tmp_path / "sweep"
+    for lr, vals in VAL.items():
+        for seed, val in zip(study.PILOT_SEEDS, vals):
+            make_run(sweep / f"ce-{lr}-s{seed}", "train", loss="ce", lr=lr, seed=seed, status=OK,
+                     scores={"meteor": [val] * 4})
+    evaluations, _ = collect(find_run_dirs(sweep))
+    (selection,) = select(evaluations, "val", "meteor")[0].values()
+    assert selection.lr == 2e-4
 
 
-def test_a_rerun_plans_only_what_is_missing(study, tmp_path: Path) -> None:
+def test_the_pilot_extends_the_grid_until_the_selected_lr_is_interior(study, tmp_path: Path) -> None:
     results = tmp_path / "results"
-    seed_done(study, results, 0)
-    seed_done(study, results, 1, controls=False)
+    for lr, val in zip(study.START_LRS, (0.1, 0.2, 0.3)):      # best at the top of the grid
+        for seed in study.PILOT_SEEDS:
+            fake_run(results, study.run_name("ce", lr, seed), val)
     s = study.Study(results, tmp_path / "work", True, [])
-    for seed in study.SEEDS:
-        s.run_seed(seed)
-    # seed 1's controls lack their checkpoints too: the plan retrains the control before its test run
-    assert s.planned[:4] == ["ce-scaled_lr6e-05_s1", "ce-scaled_lr6e-05_s1_test", "longce_lr5e-5_s1",
-                             "longce_lr5e-5_s1_test"]
-    grid = [study.run_name(loss, lr, 2) for lr in study.LRS for loss in ("ce", "perce")]   # CE/PerCE pairs first
-    assert s.planned[4:] == [*grid, "ce_s2: test run of the lr selected on val",
-                             "perce_s2: test run of the lr selected on val",
-                             "controls of seed 2 (ce-scaled, longce at PerCE's selected lr)"]
+    assert s.selected_lr("ce") is None and s.pilot("ce") is None
+    assert s.planned == ["ce_lr0.0008_s0"]
+    for seed in study.PILOT_SEEDS:
+        fake_run(results, study.run_name("ce", 8e-4, seed), 0.25)
+    s = study.Study(results, tmp_path / "work", True, [])
+    assert s.grid("ce") == [1e-4, 2e-4, 4e-4, 8e-4] and s.selected_lr("ce") == 4e-4
+    assert s.pilot("ce") == 4e-4 and s.planned == ["ce_lr0.0004_s0 (retrain for its checkpoint)",
+                                                    "ce_lr0.0004_s0_test",
+                                                    "ce_lr0.0004_s1 (retrain for its checkpoint)",
+                                                    "ce_lr0.0004_s1_test"]
 
 
-def test_report_pools_the_paired_deltas_over_seeds(study, tmp_path: Path) -> None:
+def test_the_plan_is_pilot_first_then_seed_major(study, tmp_path: Path) -> None:
     results = tmp_path / "results"
-    seed_done(study, results, 0)
-    seed_done(study, results, 1)
+    for arm in study.ARMS:
+        pilot_done(study, results, arm)
+    s = study.Study(results, tmp_path / "work", True, [])
+    study.run_study(s, list(range(max(study.SEEDS.values()))), tmp_path / "study.md")
+    # every pilot is done: seed 2 of every arm, then seed 3, ...; arms with 6 seeds stop after seed 5
+    assert s.planned[:7] == [f"{arm}_lr0.0002_s2_test" for arm in study.ARMS] + ["ce_lr0.0002_s3_test"]
+    assert s.planned[-2:] == ["ce_lr0.0002_s11_test", "perce_lr0.0002_s11_test"]
+    assert len(s.planned) == sum(n - len(study.PILOT_SEEDS) for n in study.SEEDS.values())
+
+
+def test_report_pools_the_paired_deltas_with_both_intervals(study, tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    pilot_done(study, results, "ce")
+    pilot_done(study, results, "perce", shift=0.02)
     s = study.Study(results, tmp_path / "work", False, [])
     report = tmp_path / "study.md"
-    study.write_report(s, report, tmp_path / "study_deltas.png")
+    study.write_report(s, report)
     text = report.read_text()
-    # a constant +0.02 per example and seed: delta +2.00 with a zero-width CI, +8.5% of CE's mean 0.235
-    assert "**Answer so far: yes: METEOR +2.00 [+2.00, +2.00] (+8.5%)*, the 95% CI excludes 0.**" in text
-    assert ("Status: INCOMPLETE: 16 of 24 train runs (each scored on val) and 8 of 12 test scorings are done."
-            in text and "- controls of seed 2" in text)
-    row = next(line for line in text.splitlines() if line.startswith("| PerCE - CE at lr x w |"))
-    assert "| 2 | +1.50 [+1.50, +1.50] (+6.2%)* |" in row   # rouge1: 0.02 - 0.005 over the same examples
+    # +0.02 on every example of both seeds: a zero-width bootstrap CI and a zero-width t-interval
+    assert "**Answer so far: yes: METEOR +2.00 [+2.00, +2.00] t[+2.00, +2.00] (+8.5%)* over 2 seeds;" in text
+    row = next(line for line in text.splitlines() if line.startswith("| PerCE - CE |"))
+    assert "| 2 | +2.00 [+2.00, +2.00] t[+2.00, +2.00] (+8.5%)* |" in row
+    assert "p_Holm=0.0078† |" in row          # rouge1, the one secondary metric here: both intervals exclude 0
+    mech = next(line for line in text.splitlines() if line.startswith("| PerCE | 2 |"))
+    assert mech.startswith("| PerCE | 2 | 8.0% | 21.0% | 3.100 | 0.940 | 3.700 | 0.200 |")
+    assert "12 seeds: MDE 2.07 points (8.7% of CE)" in text and "10 seeds are the fewest that reach 2.39" in text
     assert (tmp_path / "study_deltas.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -100,15 +138,12 @@ def test_each_process_is_logged_and_the_budget_counts_the_elapsed_span(study, tm
     s._percli("help", ["--help"])
     row = json.loads((results / "study_log.jsonl").read_text())
     assert (row["run"], row["command"], row["exit"], row["omp_num_threads"]) == ("help", "--help", 0, "1")
-    # two overlapping runners: 10 + 8 min of process time in a 12-min span
-    log = [{"run": "a", "command": "train", "seconds": 600.0, "exit": 0, "finished": "2026-12-02T01:10:00+00:00",
-            "omp_num_threads": "1"},
-           {"run": "b", "command": "eval", "seconds": 480.0, "exit": 0, "finished": "2026-12-02T01:12:00+00:00",
-            "omp_num_threads": "1"}]
+    log = [{"run": "ce_lr0.0002_s0", "command": "train", "seconds": 1800.0, "exit": 0,
+            "finished": "2026-12-02T01:30:00+00:00"},
+           {"run": "ce_lr0.0002_s2_test", "command": "train", "seconds": 2700.0, "exit": 0,
+            "finished": "2026-12-02T02:15:00+00:00"}]
     (results / "study_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
-    assert study.budget(s)[:3] == [
-        "Finished runs: 2 processes, 18 min of process wall time in all; 12 min elapsed from the first start to "
-        "the last finish (2026-12-02T01:00+00:00 to 2026-12-02T01:12+00:00; torch threads per run "
-        "(OMP_NUM_THREADS): 1).",
-        "- train + val scoring: 1 runs, mean 600 s (min 600, max 600)",
-        "- test scoring: 1 runs, mean 480 s"]
+    assert study.budget_lines(s)[:3] == [
+        "Finished: 2 processes, 1.2 h of process wall time; 1.2 h from the first start to the last finish.",
+        "- pilot runs (train + val scoring): 1, mean 1800 s (min 1800, max 1800)",
+        "- main runs (train + test scoring): 1, mean 2700 s (min 2700, max 2700)"]

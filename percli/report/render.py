@@ -172,8 +172,8 @@ def legend(select_split: str, report_split: str, select_metric: str, baseline_lo
         "several). Rows differ in the loss and in any hyper-parameter shown in brackets.",
         selection,
         f"Deltas: other - {base} of the same model, trained-on task and hyper-parameters outside the loss, x100, "
-        f"with the {confidence:.0%} CI of a paired bootstrap (seeds, then users) and the relative delta; "
-        "* = the CI excludes 0.",
+        f"with the {confidence:.0%} CI of a paired bootstrap (seeds, then users), t[...] the t-interval over the "
+        "per-seed paired means (2+ seeds), and the relative delta; * = every interval shown excludes 0.",
         f"{DASH}[n]: no result for this cell, see note n; a value with [n]: some runs of the cell failed, "
         "see note n. ·: in-task cell (see the in-task block).",
     ]

@@ -18,6 +18,7 @@ hyper-parameters outside `loss.*`: seeds paired by seed value, per-example score
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,6 +91,14 @@ def _unique_sources(evaluations: list[Evaluation]) -> list[Source]:
     return list({id(e.source): e.source for e in evaluations}.values())
 
 
+def best_lr(mean_by_lr: Mapping[float | None, float | None]) -> float | None:
+    """The selection rule, the one `percli table` and scripts/study.py share: the lr whose checkpoints have the
+    best mean select metric over seeds (not the best per seed); ties go to the smaller lr; lrs without a
+    value are skipped. None when no lr has a value."""
+    ranked = sorted((lr for lr, v in mean_by_lr.items() if v is not None), key=lambda lr: (-mean_by_lr[lr], lr or 0))
+    return ranked[0] if ranked else None
+
+
 def select(evaluations: list[Evaluation], select_split: str, select_metric: str
            ) -> tuple[dict[RowKey, Selection], dict[int, tuple]]:
     """Per row, the selected lr and its checkpoints (see the module doc); also the variant of each source."""
@@ -117,10 +126,9 @@ def select(evaluations: list[Evaluation], select_split: str, select_metric: str
                       if any(e.source is s for s in group) and e.in_task and e.split == select_split
                       and e.metrics is not None and select_metric in e.metrics]
             scored[lr] = (float(np.mean(values)) if values else None, len(values))
-        ranked = sorted((lr for lr in scored if scored[lr][0] is not None), key=lambda lr: (-scored[lr][0], lr or 0))
         sel = Selection(row, [], by_lr=scored, problems=problems)
-        if ranked:
-            sel.lr = ranked[0]
+        if any(mean is not None for mean, _ in scored.values()):
+            sel.lr = best_lr({lr: mean for lr, (mean, _) in scored.items()})
         elif len(by_lr) == 1:
             sel.lr = next(iter(by_lr))   # a single lr: nothing to select
         elif by_lr:
