@@ -5,7 +5,9 @@ delta = mean(other) - mean(baseline), its CI (paired bootstrap over users when a
 items, else over examples) and a sign-flip permutation p-value (percli/statistics.py says how).
 Writes compare.json into the run dir:
 {"n_examples", "n_clusters", "cluster_by", "resamples", "confidence", "method", "p_value_test",
- "baseline", "other", "metrics": {metric: {baseline, other, delta, rel_delta, ci_low, ci_high, p_value, ...}}}
+ "baseline", "other", "metrics": {metric: {baseline, other, delta, rel_delta, ci_low, ci_high, p_value, mc_error, ...}},
+ "primary": "meteor", "p_holm": {secondary metric: Holm-adjusted p_value}}
+METEOR is the declared primary metric; the others are secondary, their p-values Holm-adjusted as one family.
 """
 
 from __future__ import annotations
@@ -19,9 +21,11 @@ from percli import statistics
 from percli.errors import DataError
 from percli.io import atomic_write_json
 from percli.log import result
-from percli.scores import SCORE_KEYS, align, clusters_of, metric_matrix, read_scores
+from percli.names import SCORE_KEYS
+from percli.scores import align, clusters_of, metric_matrix, read_scores
 
 P_VALUE_TEST = "two-sided paired sign-flip permutation test over clusters (scipy.stats.permutation_test)"
+PRIMARY = "meteor"
 
 
 def compare_runs(baseline: str | Path, other: str | Path, metrics: Sequence[str] | None = None, *,
@@ -46,7 +50,8 @@ def compare_runs(baseline: str | Path, other: str | Path, metrics: Sequence[str]
     return {"n_examples": len(ids), "n_clusters": n_clusters,
             "cluster_by": "user" if clusters is not None and n_clusters < len(ids) else "example",
             "resamples": resamples, "confidence": confidence, "method": method, "p_value_test": P_VALUE_TEST,
-            "baseline": str(runs[0].path), "other": str(runs[1].path), "metrics": out}
+            "baseline": str(runs[0].path), "other": str(runs[1].path), "metrics": out, "primary": PRIMARY,
+            "p_holm": statistics.holm({m: d["p_value"] for m, d in out.items() if m != PRIMARY})}
 
 
 def summary(res: dict) -> str:
@@ -59,8 +64,10 @@ def summary(res: dict) -> str:
     lines = [head]
     for metric, m in res["metrics"].items():
         d = statistics.Delta(**m)
+        holm = res["p_holm"].get(metric)
         lines.append(f"  {metric:<15} {d.baseline * 100:6.2f} -> {d.other * 100:6.2f}  "
-                     f"{statistics.format_delta(d)}  p={d.p_value:.3g}")
+                     f"{statistics.format_delta(d)}  p={d.p_value:.3g}"
+                     + (" (primary)" if metric == res["primary"] else f" p_Holm={holm:.3g}"))
     return "\n".join(lines)
 
 

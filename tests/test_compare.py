@@ -102,3 +102,21 @@ def test_missing_run_and_duplicate_ids(cli, tmp_path: Path) -> None:
     dup = write_scores(tmp_path / "dup", [{"id": "x", "rouge1": 0.1}, {"id": "x", "rouge1": 0.2}])
     with pytest.raises(DataError, match="scores example id 'x' more than once"):
         read_scores(dup)
+
+
+def test_secondary_metrics_are_holm_adjusted_and_meteor_is_primary(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    base = rng.uniform(0.2, 0.4, 40)
+    a = write_scores(tmp_path / "a", rows_for({"rouge1": base.tolist(), "rouge2": base.tolist(),
+                                               "meteor": base.tolist()}))
+    b = write_scores(tmp_path / "b", rows_for({"rouge1": (base + rng.normal(0.01, 0.02, 40)).tolist(),
+                                               "rouge2": (base + rng.normal(0.0, 0.02, 40)).tolist(),
+                                               "meteor": (base + rng.normal(0.01, 0.02, 40)).tolist()}))
+    out = compare_runs(a, b, resamples=999)
+    p1, p2 = out["metrics"]["rouge1"]["p_value"], out["metrics"]["rouge2"]["p_value"]
+    low, high = sorted((p1, p2))
+    expected = {"rouge1": min(1.0, 2 * p1) if p1 <= p2 else max(min(1.0, 2 * low), high),
+                "rouge2": min(1.0, 2 * p2) if p2 < p1 else max(min(1.0, 2 * low), high)}
+    assert out["primary"] == "meteor" and out["p_holm"] == pytest.approx(expected)
+    lines = summary(out).splitlines()
+    assert lines[3].endswith("(primary)") and f"p_Holm={expected['rouge1']:.3g}" in lines[1]
