@@ -27,8 +27,7 @@ from percli.io import atomic_write_json, atomic_write_jsonl
 from percli.launch import check_launcher, warn_idle_gpus
 from percli.log import result
 from percli.models import checkpoint_dir, load_tokenizer
-
-PLANTED = "planted_recall"
+from percli.names import METRIC_KEYS, PLANTED
 
 
 # ------------------------------------------------------------------------------------------- scoring
@@ -57,7 +56,7 @@ def _write_and_report(rows: list[dict], extra: dict, cfg: DictConfig, run_dir: P
     atomic_write_jsonl(run_dir / "predictions.jsonl", rows)
     atomic_write_jsonl(run_dir / "scores.jsonl", per_example)
     atomic_write_json(run_dir / "metrics.json", scores)
-    shown = "  ".join(f"{k} {scores[k]:.4f}" for k in (*metrics_lib.METRIC_KEYS, PLANTED) if k in scores)
+    shown = "  ".join(f"{k} {scores[k]:.4f}" for k in (*METRIC_KEYS, PLANTED) if k in scores)
     result(f"percli: eval on {scores['num_examples']} examples ({aggregate}): {shown}\n"
            f"percli: wrote {run_dir / 'metrics.json'} and predictions.jsonl")
     return scores

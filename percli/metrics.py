@@ -34,13 +34,12 @@ from nltk.translate.meteor_score import single_meteor_score
 from rouge_score import rouge_scorer
 
 from percli.errors import DataError
+from percli.names import ROUGE_TYPES
 from percli.nltk_data import ensure_nltk_data
 
 if TYPE_CHECKING:  # only the caller's tokenizer object is used
     from transformers import PreTrainedTokenizerBase
 
-ROUGE_TYPES = ("rouge1", "rouge2", "rougeL", "rougeLsum")
-METRIC_KEYS = (*ROUGE_TYPES, "meteor")
 AGGREGATES = ("mean", "bootstrap")
 # rouge_score.scoring.BootstrapAggregator's defaults, which evaluate uses.
 BOOTSTRAP_SAMPLES = 1000

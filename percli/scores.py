@@ -16,10 +16,8 @@ import numpy as np
 
 from percli.errors import DataError
 from percli.io import numbered_jsonl
-from percli.metrics import METRIC_KEYS
+from percli.names import SCORE_KEYS
 
-PLANTED = "planted_recall"
-SCORE_KEYS = (*METRIC_KEYS, PLANTED)
 SCORES_FILE = "scores.jsonl"
 
 

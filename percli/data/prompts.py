@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 from percli.assets import contriever_vocab_path
 from percli.errors import DataError
+from percli.names import TASKS
 
 if TYPE_CHECKING:  # transformers loads lazily: `percli data` failing on bad input should not wait for it
     from transformers import PreTrainedTokenizerBase
 
-TASKS = ("review", "abstract", "topic")
 # Fields each task's template reads from a profile item; the first is the main text that gets `dec()`.
 TEMPLATE_FIELDS: dict[str, tuple[str, ...]] = {
     "review": ("reviewText", "overall", "description", "summary"),

@@ -21,20 +21,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from percli.io import read_jsonl
+from percli.names import result_config
 from percli.paths import shown
 from percli.rundir import run_status
 
 # Run dirs hold checkpoints and Hydra's own copies of the config: never descend into them (nor into any
 # hidden dir, where scripts/reproduce_table.py keeps failed attempts it re-ran).
 _SKIP_DIRS = {"checkpoints", "wandb", "__pycache__"}
-# Config sections whose leaves shape a trained checkpoint; the keys below are bookkeeping, the run's
-# identity (model, loss) or what selection ranges over (lr, seed).
-HYPER_SECTIONS = ("model", "data", "retriever", "loss", "schedule", "train")
-NOT_HYPER = {"model.name", "model.path", "model.source", "model.hub_id", "loss.name", "train.lr", "train.resume",
-             "train.save_every", "train.keep_last", "train.log_every", "train.max_bad_steps", "data.split",
+# Result-shaping keys (names.RESULT_KEYS) that are not hyper-parameters of a table row: its identity (model,
+# loss), its column (task.*), what selection ranges over (lr, seed), and what changes memory, not results.
+NOT_HYPER = {"seed", "model.name", "model.path", "model.source", "model.hub_id", "loss.name", "train.lr", "data.split",
              "data.eval_split", "loss.chunk_size", "retriever.batch_size"}
 
 
@@ -141,20 +140,12 @@ def _column(cfg: DictConfig) -> Column | None:
 
 
 def hyper_parameters(cfg: DictConfig) -> dict[str, str]:
-    """The leaves of HYPER_SECTIONS that shape training, as text (lists included), minus NOT_HYPER."""
-    out: dict[str, str] = {}
-
-    def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, DictConfig):
-            for key in node:
-                walk(_get(node, str(key)), f"{prefix}.{key}")
-        elif prefix not in NOT_HYPER:
-            out[prefix] = str(OmegaConf.to_container(node) if isinstance(node, ListConfig) else node)
-
-    for section in HYPER_SECTIONS:
-        if isinstance(_get(cfg, section), DictConfig):
-            walk(cfg[section], section)
-    return out
+    """The config values that shape a trained checkpoint (names.result_config) beyond NOT_HYPER, as text."""
+    try:
+        shaping = result_config(cfg)
+    except Exception:  # noqa: BLE001 - only Hydra's unresolved copy (a job killed before config.yaml) fails
+        shaping = {}
+    return {k: str(v) for k, v in shaping.items() if k not in NOT_HYPER and not k.startswith("task.")}
 
 
 def _curve(run_dir: Path) -> tuple[list[tuple[int, float]], str]:

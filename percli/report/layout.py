@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from percli.data.prompts import TASKS
 from percli.losses import LOSSES
+from percli.names import PLANTED, TASKS
 from percli.report.collect import Column
 from percli.report.select import Cell, RowKey, ScoreCache, Selection, baseline_row, cell_delta
 from percli.statistics import Delta
 
-PLANTED = "planted_recall"
 # Display order: the registries' order; unknown values sort after the known ones, alphabetically.
 LOSS_ORDER = ("base", *LOSSES)
 

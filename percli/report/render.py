@@ -6,14 +6,15 @@ import csv
 import io
 
 from percli.losses import LOSSES
+from percli.names import SCORE_KEYS
 from percli.report.collect import Column
 from percli.report.layout import LOSS_ORDER, Block, Entry, Footnotes, rank
 from percli.report.select import RowKey, Selection
 from percli.statistics import format_delta
 
 LOSS_NAMES = {"base": "base (no FT)", **{name: loss.label for name, loss in LOSSES.items()}}
-METRIC_NAMES = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L", "rougeLsum": "ROUGE-Lsum",
-                "meteor": "METEOR", "planted_recall": "Planted recall"}
+METRIC_NAMES = dict(zip(SCORE_KEYS, ("ROUGE-1", "ROUGE-2", "ROUGE-L", "ROUGE-Lsum", "METEOR", "Planted recall"),
+                        strict=True))
 DASH = "–"
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from percli.names import SCORE_KEYS
 from percli.schema.field import NUMBER, Field, between
-from percli.schema.table import score_keys
 
 GROUP = "compare"
 FIELDS: dict[str, Field] = {
@@ -11,7 +11,7 @@ FIELDS: dict[str, Field] = {
                       expect="a run dir holding scores.jsonl", required=True),
     "other": Field(str, "a run dir scored on the same examples (same split, same eval.max_examples)",
                    expect="a run dir holding scores.jsonl", required=True),
-    "metrics": Field(list, "metrics to compare (null: every metric both runs score)", choices=score_keys,
+    "metrics": Field(list, "metrics to compare (null: every metric both runs score)", choices=SCORE_KEYS,
                      nullable=True),
     "resamples": Field(int, "bootstrap resamples, and permutations of the sign-flip test", lambda v: v >= 100,
                        "an integer >= 100 (e.g. 20000)"),

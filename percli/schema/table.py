@@ -2,32 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from percli.losses import LOSSES
+from percli.names import SCORE_KEYS
 from percli.schema.field import NUMBER, Field, between
 
 GROUP = "table"
 
 
-def score_keys() -> Iterable[str]:
-    """The scores a run can hold: ROUGE / METEOR, and the synthetic data's planted-word recall."""
-    # Function-local: percli.scores loads the metric stack (rouge_score, nltk), which a config error need not
-    # wait for.
-    from percli.scores import SCORE_KEYS
-
-    return SCORE_KEYS
 
 
 FIELDS: dict[str, Field] = {
     "runs": Field(str, "a sweep dir, a run dir, or a quoted glob", expect="a sweep dir, a run dir or a glob"),
     "out_dir": Field(str, "where table.md/.csv/.tex and loss_curves.png go",
                      expect="a directory for table.md/.csv/.tex"),
-    "metrics": Field(list, "metric columns (planted_recall is added where runs report it)", choices=score_keys),
+    "metrics": Field(list, "metric columns (planted_recall is added where runs report it)", choices=SCORE_KEYS),
     "baseline_loss": Field(str, "deltas (with CIs) are against this loss's row of the same model and settings",
                            choices=LOSSES),
     "select_metric": Field(str, "per row, the lr with the best mean of this metric over seeds is kept",
-                           choices=score_keys),
+                           choices=SCORE_KEYS),
     "select_split": Field(str, "the split the lr is selected on (test: the paper's selection, labelled so)",
                           expect="a split name such as val"),
     "report_split": Field(str, "the split the table's values and deltas come from",
