@@ -22,7 +22,22 @@ from percli.paths import CONF_DIR, conf_options
 from percli.schedule import SCHEDULES, Schedule
 
 PACKAGE = Path(__file__).resolve().parents[1] / "percli"
-LEAVES = ("paths", "scoring", "data/example", "distributed", "device", "signals", "log", "io", "errors")
+# The four layers of ARCHITECTURE.md, bottom to top. A module imports only from its own layer or those below
+# (function-local imports included); a new module must be placed here.
+LAYERS: dict[str, tuple[str, ...]] = {
+    "leaf": ("errors", "paths", "io", "manifest", "log", "signals", "device", "distributed", "scoring", "data.example",
+             "statistics", "names", "rundir"),
+    "concepts": ("losses", "schedule", "data.retrieval", "data.dense", "data.longlamp", "data.synthetic",
+                 "data.synthetic_text", "data.prompts", "models", "assets", "hub", "nltk_data", "schema",
+                 "schema.*"),
+    "engines": ("data.collate", "launch", "supervisor", "trainer", "training_setup", "sampler", "lr", "checkpoint",
+                "generation", "eval_inputs", "metrics", "scores", "report.*", "tracking"),
+    "commands": ("__main__", "cli", "preflight", "train", "evaluation", "contrast", "data.stats", "table",
+                 "compare", "worker"),
+}
+LEAVES = LAYERS["leaf"]
+# Packages whose __init__ only names the package.
+_NAMESPACES = {"", "data", "report"}
 
 
 @pytest.mark.parametrize(("group", "registry"), [("loss", LOSSES), ("schedule", SCHEDULES),
@@ -64,9 +79,45 @@ def _percli_imports(path: Path) -> set[str]:
     return found
 
 
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _layer_of(module: str) -> int:
+    """The layer index of `module` (dotted, without `percli.`)."""
+    for index, members in enumerate(LAYERS.values()):
+        for member in members:
+            if module == member or (member.endswith(".*") and module.startswith(member[:-1])):
+                return index
+    raise AssertionError(f"percli/{module.replace('.', '/')}.py is in no layer of tests/test_architecture.py")
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """percli modules `path` imports (`from percli import x` counts as percli.x), without `percli.`."""
+    found = set()
+    for name in _percli_imports(path):
+        found.add(name.removeprefix("percli").removeprefix("."))
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module == "percli":
+            found.update(a.name for a in node.names)
+    return found - _NAMESPACES
+
+
+MODULES = sorted(p for p in PACKAGE.rglob("*.py") if _module_name(p) not in _NAMESPACES)
+
+
+@pytest.mark.parametrize("path", MODULES, ids=[_module_name(p) for p in MODULES])
+def test_every_module_imports_only_its_layer_and_below(path: Path) -> None:
+    module = _module_name(path)
+    layer = _layer_of(module)
+    above = sorted(m for m in _imported_modules(path) if _layer_of(m) > layer)
+    assert not above, f"{module} ({list(LAYERS)[layer]}) imports {above} from a higher layer"
+
+
 @pytest.mark.parametrize("leaf", LEAVES)
 def test_leaf_modules_import_nothing_above_them(leaf: str) -> None:
-    assert _percli_imports(PACKAGE / f"{leaf}.py") <= {"percli.errors"}
+    assert _percli_imports(PACKAGE / f"{leaf.replace('.', '/')}.py") <= {"percli.errors"}
 
 
 def test_no_print_outside_the_usage_texts() -> None:
