@@ -174,3 +174,28 @@ def test_a_launcher_override_reaches_every_evaluation_job(script, tmp_path: Path
         assert cfg.hydra.launcher._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
         assert (cfg.hydra.launcher.partition, cfg.hydra.launcher.gpus_per_node) == ("gpu", 8)
         assert (cfg.model.path, cfg.eval.split) == (str(out / "train" / "0" / "checkpoints" / "final"), "test")
+
+
+@pytest.mark.slow
+def test_the_evaluation_sweep_runs_through_the_hydra_launcher(script, tmp_path: Path, monkeypatch) -> None:
+    """Real runs end to end: a 2-lr smoke sweep, then the selected checkpoint scored in-task and on a transfer
+    task by one `percli eval -m` sweep under submitit's local launcher (the SLURM launcher's local twin)."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="the slurm extra is not installed")
+    out = tmp_path / "out"
+    monkeypatch.setenv("PERCLI_OUTPUT_DIR", str(tmp_path / "outputs"))
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert script.percli("train", "-m", "debug=smoke", "train.lr=1e-3,2e-3", "train.max_steps=1", "eval.max_examples=2",
+                         "eval.max_new_tokens=4", f"hydra.sweep.dir={out / 'train'}") == 0
+    assert not script.evaluate_selected(out, transfer_tasks=["review", "topic"], cross_scenario=False,
+                                        overrides=["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"])
+    (sweep,) = [p for p in (out / "eval").iterdir() if not p.name.startswith(".")]
+    assert (sweep / ".submitit").is_dir()
+    runs = sorted(p.name for p in sweep.iterdir() if (p / ".hydra").is_dir())
+    (selected,) = script.selected_checkpoints(out / "train")
+    name = "-".join(selected.run_dir.relative_to(out).parts)
+    assert runs == [f"{name}_on_review-user_test", f"{name}_on_topic-user_test"]
+    for run in runs:
+        assert json.loads((sweep / run / "status.json").read_text()) == {"status": "ok"}
+        choices = yaml.safe_load((sweep / run / ".hydra" / "hydra.yaml").read_text())["hydra"]["runtime"]["choices"]
+        assert choices["hydra/launcher"] == "submitit_local"
+        assert OmegaConf.load(sweep / run / "config.yaml").model.path == str(selected.run_dir / "checkpoints" / "final")
