@@ -8,7 +8,7 @@ SCALE ?= paper
 # pytest-xdist workers for `make test`/`make test-all`: auto = one per core (0 runs the tests in one process).
 TEST_WORKERS ?= auto
 
-.PHONY: help setup lock test test-all lint demo demo-refresh study bench bench-peers gpu-check reproduce-table clean
+.PHONY: help setup lock test test-dist test-all lint demo demo-refresh study bench bench-peers gpu-check reproduce-table clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -32,8 +32,12 @@ lock:  ## re-resolve percli[dev] with torch==2.13.0 (CPU) into requirements.lock
 lint: setup  ## ruff
 	$(VENV)/bin/ruff check percli tests scripts
 
-test: setup lint  ## ruff + the fast test suite (no `slow` tests)
-	$(VENV)/bin/pytest -m "not slow" -q -n $(TEST_WORKERS) --dist loadgroup
+test: setup lint  ## ruff + the fast test suite (no `slow`, no `dist` tests)
+	$(VENV)/bin/pytest -m "not slow and not dist" -q -n $(TEST_WORKERS) --dist loadgroup
+
+# One test at a time: each starts 2 worker processes (gloo), which already use both cores.
+test-dist: setup  ## multi-process tests: ZeRO-2/3 and DDP on 2 CPU ranks vs 1 process, stop signals, data-parallel eval
+	$(VENV)/bin/pytest -m dist -q -n 0
 
 test-all: setup lint  ## the whole suite, slow tests included
 	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadgroup

@@ -27,6 +27,7 @@ from percli.losses import LOSSES
 from percli.preflight import compose_config, config_search, expand_sweep, preflight
 from percli.rundir import check_fresh_run_dir, sweep_failures
 from percli.schema import describe
+from percli.signals import TrainingStopped
 
 # command -> (one-line help, "module:function" taking (cfg, run_dir)); a command's module is imported only
 # when it runs, so `percli data` never loads the training stack.
@@ -191,7 +192,9 @@ def _run_job(command: str, cfg: DictConfig) -> None:
             message, code = str(e), e.exit_code
         else:
             message, code = f"{type(e).__name__}: {e} (PERCLI_DEBUG=1 shows the traceback)", 1
-        atomic_write_json(run_dir / "status.json", {"status": "failed", "exit_code": code, "error": message})
+        # "stopped": a stop signal ended the run after a resumable checkpoint (a requeue resumes it).
+        state = "stopped" if isinstance(e, TrainingStopped) else "failed"
+        atomic_write_json(run_dir / "status.json", {"status": state, "exit_code": code, "error": message})
         atomic_write_text(run_dir / "error.txt", traceback.format_exc())
         if debug and not isinstance(e, SystemExit):
             raise

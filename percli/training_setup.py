@@ -21,7 +21,7 @@ def make_accelerator(cfg: DictConfig) -> Accelerator:
     """The Accelerator for this process; refuses to run with a world size other than the launcher's."""
     deepspeed = cfg.launcher.name == "deepspeed"
     if deepspeed and os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() != "true":
-        raise EnvironmentProblem("launcher=deepspeed workers must be started by `accelerate launch --use_deepspeed`;"
+        raise EnvironmentProblem("launcher=deepspeed workers must be started with accelerate's DeepSpeed environment;"
                                  " run `percli train launcher=deepspeed`, which does that")
     on_cpu = not torch.cuda.is_available()
     # cpu=True makes accelerate use gloo on CPU-only machines. DeepSpeed brings its own CPU accelerator, but

@@ -59,7 +59,7 @@ def test_ddp_two_processes_with_accumulation_match_one_process(one_process, tmp_
     rows = _train(tmp_path, *GLOBAL4, "launcher=ddp", "launcher.num_processes=2", "train.batch_size=1",
                   "train.grad_accum=2")
     assert [r["world_size"] for r in rows] == [2, 2, 2]
-    assert (tmp_path / "run" / "launch_command.txt").read_text().count("--multi_gpu") == 1
+    assert "WORLD_SIZE=2 (x2 local ranks)" in (tmp_path / "run" / "launch_train.txt").read_text()
     _same_curve(rows, one_process, rel=1e-5, abs_tol=1e-6)
 
 
@@ -102,7 +102,7 @@ def _start(run: Path, out: Path, *overrides: str) -> subprocess.Popen:
     (signal.SIGKILL, []),
     # SIGUSR2: hydra-submitit-launcher's warning before a SLURM time-out
     (signal.SIGUSR2, []),
-    # SIGUSR1 to the parent of 2 DDP workers: forwarded through run_dir/.stop
+    # SIGUSR1 to the parent of 2 DDP workers: forwarded to them (test_dist_signals: to the whole group)
     (signal.SIGUSR1, ["launcher=ddp", "launcher.num_processes=2", "train.batch_size=1"]),
 ], ids=["sigterm", "sigkill", "sigusr2", "sigusr1-ddp"])
 def test_interrupted_run_resumes_to_the_same_curve(uninterrupted, tmp_path, sig, launcher):
