@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import signal
-import sys
 from pathlib import Path
 
 import pytest
