@@ -274,3 +274,21 @@ def test_schedule_state_tree_round_trips_without_pickle(tmp_path):
     assert back["nested"]["7"]["pir"] is None and back["nested"]["empty"].shape == (0,)
     assert torch.equal(back["nested"]["7"]["raw"], torch.tensor([0.5, -1.25]))
     assert path.read_bytes()[8:9] == b"{"  # a safetensors JSON header, not a pickle stream
+
+
+def test_a_launcher_that_leaves_gpus_idle_says_so(monkeypatch, caplog):
+    import percli.launch as launch_lib
+
+    monkeypatch.setattr(launch_lib, "visible_gpus", lambda: 8)
+    with caplog.at_level("WARNING", logger="percli"):
+        launch_lib.warn_idle_gpus(compose_config("train", ["debug=smoke"]))
+        launch_lib.warn_idle_gpus(compose_config("train", ["debug=smoke", "launcher=ddp",
+                                                           "launcher.num_processes=2"]))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
+    with caplog.at_level("WARNING", logger="percli"):
+        launch_lib.warn_idle_gpus(compose_config("train", ["debug=smoke", "launcher=deepspeed"]))  # auto: all 8
+    assert [r.getMessage() for r in caplog.records] == [
+        "launcher=local uses 1 of the 8 visible GPUs; 7 stay idle (launcher=ddp|deepspeed with "
+        "launcher.num_processes=auto uses them all)",
+        "launcher=ddp uses 2 of the 8 visible GPUs; 6 stay idle (launcher=ddp|deepspeed with "
+        "launcher.num_processes=auto uses them all)"]
