@@ -194,6 +194,9 @@ def run_in_workers(cfg: DictConfig, run_dir: Path, job: str, config: Path) -> No
         for p in errors.iterdir():
             p.unlink()
     outcome = run_workers(cmd, envs, REPO_ROOT, float(cfg.launcher.stop_grace_s))
+    if outcome.stop_signal:
+        log.info(f"workers exited {outcome.seconds_to_stop} s after {signal_name(outcome.stop_signal)} "
+                 f"(launcher.stop_grace_s={cfg.launcher.stop_grace_s})")
     error = workers_error(run_dir, outcome)
     if error is not None:
         raise error

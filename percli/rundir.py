@@ -32,7 +32,9 @@ def check_fresh_run_dir(run_dir: Path, cfg: DictConfig) -> None:
 
 
 def run_status(run_dir: Path) -> tuple[str, str | None]:
-    """('ok' | 'failed' | 'unknown', problem text or None) from the run dir's status.json."""
+    """('ok' | 'stopped' | 'failed' | 'unknown', problem text or None) from the run dir's status.json.
+
+    'stopped': a stop signal ended training after a resumable checkpoint (train.resume=auto continues it)."""
     try:
         status = json.loads((run_dir / "status.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -42,6 +44,8 @@ def run_status(run_dir: Path) -> tuple[str, str | None]:
     if status.get("status") == "ok":
         return "ok", None
     error = " ".join(str(status.get("error") or "no error message recorded").split())
+    if status.get("status") == "stopped":
+        return "stopped", f"stopped: {error}"
     return "failed", f"failed: {error}"
 
 

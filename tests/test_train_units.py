@@ -292,3 +292,17 @@ def test_a_launcher_that_leaves_gpus_idle_says_so(monkeypatch, caplog):
         "launcher.num_processes=auto uses them all)",
         "launcher=ddp uses 2 of the 8 visible GPUs; 6 stay idle (launcher=ddp|deepspeed with "
         "launcher.num_processes=auto uses them all)"]
+
+
+@pytest.mark.parametrize(("status", "expected"), [
+    ({"status": "ok"}, ("ok", None)),
+    ({"status": "stopped", "exit_code": 140, "error": "training stopped by SIGUSR2 at step 4/8"},
+     ("stopped", "stopped: training stopped by SIGUSR2 at step 4/8")),
+    ({"status": "failed", "exit_code": 1, "error": "boom"}, ("failed", "failed: boom")),
+])
+def test_run_status_tells_a_stopped_run_from_a_failed_one(tmp_path, status, expected):
+    from percli.io import atomic_write_json
+    from percli.rundir import run_status
+
+    atomic_write_json(tmp_path / "status.json", status)
+    assert run_status(tmp_path) == expected
