@@ -1,37 +1,36 @@
 """`percli contrast`: PerContrast's PIR for every response token -> contrast.jsonl, a heatmap, a summary.
 
-The scoring itself is `percli.scoring`; this module picks the examples (optionally with the shuffled-profile
-control), scores them in length-sorted batches, and measures how well PIR finds the planted personal
-tokens of synthetic data (AUC). The heatmap is `templates/contrast.html.j2`.
+The scoring itself is `percli.scoring`, the weights `percli.losses`, the AUC `percli.statistics` and the page
+`percli.report.heatmap`; this command picks the examples (optionally with the shuffled-profile control),
+scores them in length-sorted batches, and summarises how well PIR finds the planted personal tokens of
+synthetic data.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import html
 import random
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from jinja2 import Environment, FileSystemLoader
-from markupsafe import Markup
-from scipy.stats import mannwhitneyu
 from torch import Tensor
 from tqdm import tqdm
 
+from percli.batching import longest_first
 from percli.data.collate import PairCollator, encode_examples
 from percli.data.example import Example
 from percli.data.longlamp import load_examples
+from percli.data.synthetic import planted_token_mask
 from percli.device import default_device
 from percli.errors import DataError
 from percli.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from percli.log import log, result
-from percli.losses import LOSSES
+from percli.losses import LOSSES, clip_weights, raw_scores
 from percli.models import load_model_and_tokenizer
-from percli.paths import TEMPLATES_DIR
+from percli.report.heatmap import render_html
 from percli.scoring import TokenScorer, contrast_batch
+from percli.statistics import auc
 
 
 def shuffle_profiles(examples: list[Example], seed: int) -> list[Example]:
@@ -62,19 +61,6 @@ def shuffle_profiles(examples: list[Example], seed: int) -> list[Example]:
     return out
 
 
-def planted_token_mask(offsets: Sequence[tuple[int, int]], spans: Sequence[dict]) -> list[bool]:
-    """A token is planted when its char span overlaps a planted word's span (zero-width tokens never are)."""
-    return [e > s and any(s < sp["end"] and e > sp["start"] for sp in spans) for s, e in offsets]
-
-
-def auc(positives: Sequence[float], negatives: Sequence[float]) -> float:
-    """P(score of a positive > score of a negative), ties counting 1/2 (Mann-Whitney U / (n_pos n_neg))."""
-    if not positives or not negatives:
-        return float("nan")
-    u = mannwhitneyu(positives, negatives, alternative="two-sided", method="asymptotic").statistic
-    return float(u / (len(positives) * len(negatives)))
-
-
 def _quantiles(x: Tensor) -> dict[str, float]:
     qs = {"min": 0.0, "p05": 0.05, "p25": 0.25, "p50": 0.5, "p75": 0.75, "p95": 0.95, "max": 1.0}
     values = torch.quantile(x.double(), torch.tensor(list(qs.values()), dtype=torch.float64))
@@ -84,10 +70,8 @@ def _quantiles(x: Tensor) -> dict[str, float]:
 def _score_pairs(scorer: TokenScorer, pairs: list, collator: Any, batch_size: int, device: torch.device,
                  with_entropy: bool) -> list[dict[str, Tensor]]:
     """contrast_batch over all pairs (batched longest-first for little padding), results in pair order."""
-    order = sorted(range(len(pairs)), key=lambda i: -len(pairs[i].full_ids))
     results: list[dict[str, Tensor]] = [{} for _ in pairs]
-    batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
-    for idx in tqdm(batches, desc="contrast", unit="batch"):
+    for idx in tqdm(longest_first([len(p.full_ids) for p in pairs], batch_size), desc="contrast", unit="batch"):
         batch = collator([pairs[i] for i in idx])
         batch = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
         out = contrast_batch(scorer, batch, with_entropy=with_entropy)
@@ -102,7 +86,6 @@ def run(cfg: Any, run_dir: Path) -> None:
     """`percli contrast`: PIR of every response token -> contrast.jsonl, contrast.html,
     contrast_summary.json and a summary on stdout."""
     c, loss = cfg.contrast, cfg.loss
-    score = LOSSES[loss.name].score
     examples = load_examples(cfg, cfg.data.split)
     if c.max_examples:
         examples = examples[: c.max_examples]
@@ -124,9 +107,9 @@ def run(cfg: Any, run_dir: Path) -> None:
     all_pir, all_raw = [], []
     for pair, s in zip(pairs, scores):
         ex = examples[pair.index]
-        raw = score(logp_full=s["logp_full"], logp_free=s["logp_free"], entropy=s.get("entropy"),
-                    row=torch.zeros(len(s["pir"]), dtype=torch.long))
-        weights = raw.clamp(loss.min_weight, loss.max_weight) if raw is not None else torch.ones_like(s["pir"])
+        raw = raw_scores(loss.name, logp_full=s["logp_full"], logp_free=s["logp_free"], entropy=s.get("entropy"),
+                         row=torch.zeros(len(s["pir"]), dtype=torch.long))
+        weights = clip_weights(raw, s["pir"], loss.min_weight, loss.max_weight)
         all_pir.append(s["pir"])
         all_raw.append(raw if raw is not None else torch.ones_like(s["pir"]))
         offsets = pair.response_offsets[: len(s["pir"])]
@@ -180,57 +163,3 @@ def format_summary(s: dict[str, Any], run_dir: Path) -> str:
                      f"other tokens), mean PIR planted {p['mean_pir_planted']:.4f} vs other {p['mean_pir_other']:.4f}")
     lines.append(f"  wrote {run_dir / 'contrast.jsonl'}, contrast.html, contrast_summary.json")
     return "\n".join(lines)
-
-
-def _colour(pir: float, scale: float) -> str:
-    """Diverging: red for PIR > 0 (the profile helps), blue for PIR < 0, saturated at |PIR| = scale."""
-    a = min(abs(pir) / scale, 1.0)
-    rgb = "220,38,38" if pir > 0 else "37,99,235"
-    return f"rgba({rgb},{a:.3f})"
-
-
-def _segments(row: dict) -> list[dict[str, Any]]:
-    """The response as text pieces: a token (with its colour, hover title and planted mark) or plain text."""
-    out, pos, pieces = row["output"], 0, []
-    planted = set(row.get("planted", []))
-    for i, t in enumerate(row["tokens"]):
-        start, end = max(t["start"], pos), t["end"]
-        if start > pos:  # text between tokens (never expected, but the page must show all of output)
-            pieces.append({"text": out[pos:start]})
-        label = out[start:end] if end > start else (Markup("&#9166;") if t["start"] >= len(out) else "")
-        if not label:
-            continue  # the rest of a character split over several byte-level tokens
-        pieces.append({"text": label, "colour": _colour(t["pir"], row["scale"]), "planted": i in planted,
-                       "title": f"PIR {t['pir']:+.3f} | w {t['weight']:.3f} | logp full {t['logp_full']:.3f} | "
-                                f"logp free {t['logp_free']:.3f}"})
-        pos = max(pos, end)
-    if pos < len(out):
-        pieces.append({"text": out[pos:]})
-    return pieces
-
-
-def _escape(value: Any) -> Markup:
-    """Autoescaping with the standard library's html.escape, so pages stay byte-identical to earlier ones."""
-    return value if isinstance(value, Markup) else Markup(html.escape(str(value)))
-
-
-_TEMPLATES = Environment(loader=FileSystemLoader(TEMPLATES_DIR), autoescape=True, finalize=_escape,
-                         keep_trailing_newline=True)
-
-
-def render_html(rows: list[dict], summary: dict[str, Any]) -> str:
-    """One self-contained page: each example's response, every token coloured by PIR, values on hover."""
-    scale = float(summary["max_weight"])
-    title = (f"PerContrast PIR: {summary['model']} / {summary['task']} / {summary['source']}:{summary['split']}"
-             + (" (shuffled profiles)" if summary["shuffle_profiles"] else ""))
-    stats = f"{summary['examples']} examples, {summary['tokens']} tokens, mean PIR {summary['pir_mean']:.4f}"
-    if "planted" in summary:
-        p = summary["planted"]
-        stats += (f"; planted-token AUC {p['auc']:.4f}, mean planted PIR {p['mean_pir_planted']:.4f} "
-                  "(planted tokens underlined)")
-    legend = [(_colour(v, scale), label) for v, label in
-              ((-scale, f"PIR -{scale:g}"), (-scale / 2, f"-{scale / 2:g}"), (scale / 2, f"+{scale / 2:g}"),
-               (scale, f"+{scale:g}"))]
-    sections = [{"id": row["id"], "pieces": _segments({**row, "scale": scale})} for row in rows]
-    return _TEMPLATES.get_template("contrast.html.j2").render(title=title, stats=stats, legend=legend,
-                                                             sections=sections)

@@ -27,6 +27,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from percli.batching import longest_first
 from percli.data.collate import fit_profile, pad_rows
 from percli.data.longlamp import load_examples, subsample
 from percli.device import default_device, precision_dtype, release_device_memory
@@ -63,8 +64,7 @@ def _eos_ids(model: Any, tokenizer: Any) -> list[int]:
 
 def batch_plan(prompt_ids: Sequence[Sequence[int]], batch_size: int) -> list[list[int]]:
     """Prompt indices in batches, longest prompts first (a stable sort: ties keep the given order)."""
-    order = sorted(range(len(prompt_ids)), key=lambda i: -len(prompt_ids[i]))
-    return [order[b:b + batch_size] for b in range(0, len(order), batch_size)]
+    return longest_first([len(p) for p in prompt_ids], batch_size)
 
 
 def generate(

@@ -244,3 +244,12 @@ def format_delta(d: Delta, scale: float = 100.0) -> str:
     if d.rel_delta is not None and math.isfinite(d.rel_delta):
         text += f" ({d.rel_delta * 100:+.1f}%)"
     return text + ("*" if d.significant else "")
+
+
+def auc(positives: Sequence[float], negatives: Sequence[float]) -> float:
+    """P(a positive scores above a negative), ties counting 1/2: Mann-Whitney U / (n_pos n_neg); nan if a side
+    is empty."""
+    if not positives or not negatives:
+        return float("nan")
+    u = stats.mannwhitneyu(positives, negatives, alternative="two-sided", method="asymptotic").statistic
+    return float(u / (len(positives) * len(negatives)))

@@ -26,7 +26,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "percli"
 # (function-local imports included); a new module must be placed here.
 LAYERS: dict[str, tuple[str, ...]] = {
     "leaf": ("errors", "paths", "io", "manifest", "log", "signals", "device", "distributed", "scoring", "data.example",
-             "statistics", "names", "rundir"),
+             "statistics", "names", "rundir", "batching"),
     "concepts": ("losses", "schedule", "data.retrieval", "data.dense", "data.longlamp", "data.synthetic",
                  "data.synthetic_text", "data.prompts", "models", "assets", "hub", "nltk_data", "schema",
                  "schema.*"),

@@ -9,10 +9,13 @@ from pathlib import Path
 import pytest
 from helpers import only_run_dir
 
-from percli.contrast import auc, planted_token_mask, render_html, shuffle_profiles
+from percli.contrast import shuffle_profiles
 from percli.data.example import Example
+from percli.data.synthetic import planted_token_mask
 from percli.errors import DataError
 from percli.io import read_jsonl
+from percli.report.heatmap import render_html
+from percli.statistics import auc
 
 SMALL = ["data=synthetic", "retriever=bm25", "data.num_users=3", "data.examples_per_user=2", "data.profile_size=4", "data.max_prompt_tokens=384",
          "data.max_response_tokens=40"]

@@ -10,6 +10,7 @@ from omegaconf import DictConfig
 from transformers import AutoModel, AutoTokenizer
 
 from percli.assets import minilm_dir
+from percli.batching import longest_first
 from percli.device import default_device
 from percli.hub import dense_retriever_dir
 
@@ -25,12 +26,10 @@ class DenseRetriever:
         self.batch_size, self.max_length, self.normalize = batch_size, max_length, normalize
 
     def embed(self, texts: Sequence[str]) -> torch.Tensor:
-        # Longest first, so each batch pads to similar lengths; rows go back to input order at the end.
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        # Rows go back to input order at the end.
         out = [None] * len(texts)
         with torch.inference_mode():
-            for start in range(0, len(order), self.batch_size):
-                idx = order[start:start + self.batch_size]
+            for idx in longest_first([len(t) for t in texts], self.batch_size):
                 enc = self.tokenizer([texts[i] for i in idx], padding=True, truncation=True,
                                      max_length=self.max_length, return_tensors="pt").to(self.device)
                 hidden = self.model(**enc).last_hidden_state
