@@ -45,6 +45,7 @@ _INFO_FLAGS = {"--help", "-h", "--hydra-help", "--info", "-i", "--version", "--s
 _FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
                      "--experimental-rerun", "--info", "-i"}
 _CONFIG_DIR_FLAGS = ("-cd", "--config-dir")
+_CONFIG_NAME_FLAGS = ("-cn", "--config-name")
 
 
 def _usage() -> str:
@@ -82,6 +83,16 @@ def _overrides_only(args: list[str]) -> list[str]:
     return out
 
 
+def _flag_value(args: list[str], flags: tuple[str, ...]) -> str | None:
+    """The value of the last of `flags` in args (`-cn NAME` or `--config-name=NAME`), or None."""
+    value = None
+    for i, arg in enumerate(args):
+        flag, eq, inline = arg.partition("=")
+        if flag in flags:
+            value = inline if eq else (args[i + 1] if i + 1 < len(args) else None)
+    return value
+
+
 def _take_config_dir(args: list[str]) -> tuple[Path | None, list[str]]:
     """`-cd/--config-dir DIR` taken out of the arguments: percli searches that tree before its own
     (preflight.config_search) instead of handing the flag to Hydra."""
@@ -116,8 +127,9 @@ def main(argv: list[str] | None = None) -> None:
         config_dir, rest = _take_config_dir(rest)
         overrides, sweep_dir = _overrides_only(rest), None
         multirun = "-m" in rest or "--multirun" in rest
+        primary = _flag_value(rest, _CONFIG_NAME_FLAGS) or command  # a user's own primary config (-cn)
         if not any(a in _INFO_FLAGS for a in rest):
-            sweep_dir = preflight(command, overrides, multirun=multirun, config_dir=config_dir,
+            sweep_dir = preflight(primary, overrides, multirun=multirun, config_dir=config_dir,
                                   check_environment=not any(a in ("--cfg", "-c") for a in rest))
         if any(a in ("-h", "--help") for a in rest):
             _print_help(command, rest, config_dir)
@@ -143,7 +155,8 @@ def _print_help(command: str, rest: list[str], config_dir: Path | None) -> None:
     except SystemExit as e:  # Hydra exits once its help is printed
         if e.code not in (0, None):
             raise
-    keys = describe(compose_config(command, _overrides_only(rest), config_dir=config_dir))
+    primary = _flag_value(rest, _CONFIG_NAME_FLAGS) or command
+    keys = describe(compose_config(primary, _overrides_only(rest), config_dir=config_dir))
     result("\n".join(["", "== Config keys ==", "key=value as composed: what it does [what it accepts]. Override "
                       "with key=value; `--cfg job` prints the whole config.", "", *keys]))
 

@@ -272,3 +272,12 @@ def test_sweep_failures_name_jobs_without_status_and_jobs_never_started(tmp_path
     assert sweep_failures(tmp_path, 4) == [
         "job 1: boom at step 3", "job 2: no status.json: still running, or killed before it finished",
         f"1 of 4 jobs never started (no job dir under {tmp_path})"]
+
+
+def test_a_users_primary_config_is_what_preflight_validates(cli, tmp_path: Path):
+    (tmp_path / "my_conf").mkdir()
+    (tmp_path / "my_conf" / "mytrain.yaml").write_text("defaults:\n  - train\n  - _self_\ntrain:\n  lr: -3.0e-5\n")
+    r = cli("train", "-cd", "my_conf", "-cn", "mytrain", "debug=smoke", cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.strip() == "percli: error: train.lr=-3e-05 is out of range; expected a positive number such as 1e-5"
+    assert not (tmp_path / "outputs").exists()
