@@ -315,7 +315,7 @@ class Trainer:
     def _corrupted(self, row: dict[str, Any]) -> None:
         """Stop without saving: the weights now hold a non-finite update; the newest checkpoint is still good."""
         self._flush(force=True)
-        good = ckpt_lib.latest_checkpoint(self.run_dir)
+        good = ckpt_lib.newest_verified(self.run_dir)
         keep = (f"the last good checkpoint {good} is kept (resume with train.resume=auto)" if good is not None
                 else "no checkpoint had been saved yet")
         raise NonFiniteUpdate(
