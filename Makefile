@@ -37,7 +37,7 @@ test: setup lint  ## ruff + the fast test suite (no `slow`, no `dist` tests)
 
 # One test at a time: each starts 2 worker processes (gloo), which already use both cores.
 test-dist: setup  ## multi-process tests: ZeRO-2/3 and DDP on 2 CPU ranks vs 1 process, stop signals, data-parallel eval
-	$(VENV)/bin/pytest -m dist -q -n 0
+	$(VENV)/bin/pytest -m dist -q -n 0 --durations=0
 
 test-all: setup lint  ## the whole suite, slow tests included
 	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadgroup
