@@ -77,6 +77,8 @@ COMPARISONS = (
 SEED_SD, USER_SD, RESIDUAL_SD = 1.9, 3.5, 10.9
 CE_METEOR = 23.9
 TEST_USERS = 144
+VAL_USERS = 48
+STEPS_PER_RUN = 32    # conf/experiment/study.yaml: 64 examples / batch 4 x 2 epochs
 POWER, CONFIDENCE = 0.80, 0.95
 MECHANISM_KEYS = ("planted_token_share", "planted_weight_mass", "planted_weight_mean", "other_weight_mean",
                   "planted_pir_mean", "other_pir_mean")
@@ -420,21 +422,76 @@ def design_lines() -> list[str]:
         "excludes 0 as well, so the design uses t quantiles on S-1 df (normal ones would be optimistic):", "",
         *rows, "",
         f"- {need} seeds are the fewest that reach {target:.2f} ({mde(need):.2f}; {need - 1} give "
-        f"{mde(need - 1):.2f}). A simulation of the whole rule (both intervals, 400 studies, 2,000 resamples, "
-        "`simulated_power` in scripts/study.py) gave power 0.83 at 10 seeds and 0.89 at 12 against an effect of "
-        f"{target:.2f}.",
+        f"{mde(need - 1):.2f}). A simulation of the whole rule (both intervals must exclude 0; 400 simulated "
+        "studies of 2,000 resamples each, `simulated_power` in this script with its defaults) gave power 0.85 at "
+        f"10 seeds and 0.92 at 12 against an effect of {target:.2f}: the t-quantile arithmetic is slightly "
+        "conservative.",
         f"- The seed SD {SEED_SD} comes from 3 seeds (2 df): its 95% interval is 0.99 to 11.9. CE and PerCE "
         f"therefore get {primary} seeds: MDE {mde(primary):.2f} points ({mde(primary) / CE_METEOR:.1%} of CE), "
         "and the target still holds for a seed SD up to 2.3 (10 seeds: up to 2.0).",
         f"- The other arms get {other} seeds each: against CE's first {other} seeds their MDE is {mde(other):.2f} "
-        f"points ({mde(other) / CE_METEOR:.1%} of CE), assuming the same variance components.",
+        f"points ({mde(other) / CE_METEOR:.1%} of CE), assuming the same variance components (simulated power at "
+        "that effect: 0.84).",
         "",
     ]
 
 
+def work() -> dict[str, int]:
+    """What the study runs, before any grid extension (each adds 2 pilot runs)."""
+    pilot = len(ARMS) * len(START_LRS) * len(PILOT_SEEDS)
+    tests = len(ARMS) * len(PILOT_SEEDS)
+    main = sum(SEEDS.values()) - tests
+    return {"pilot": pilot, "tests": tests, "main": main, "processes": pilot + tests + main,
+            "steps": (pilot + main) * STEPS_PER_RUN, "val_examples": pilot * VAL_USERS,
+            "test_examples": (tests + main) * TEST_USERS}
+
+
+def rates(run_dir: Path) -> dict[str, float]:
+    """Seconds per optimizer step (median, the first step left out), per generated example, and generated
+    tokens per example, from a run's train_log.jsonl and metrics.json."""
+    steps = [json.loads(x)["step_time"] for x in (run_dir / "train_log.jsonl").read_text().splitlines()[1:]]
+    gen = json.loads((run_dir / "metrics.json").read_text())["generation"]
+    return {"step_s": float(np.median(steps)), "gen_s": gen["seconds"] / gen["prompts"],
+            "tokens": gen["new_tokens"] / gen["prompts"], "steps": len(steps) + 1, "examples": gen["prompts"]}
+
+
 def estimate_lines() -> list[str]:
-    """The pre-run budget: the study's work (steps, generated examples) times measured seconds per unit."""
-    return ["(estimate pending)"]
+    """The pre-run budget: the study's work times seconds per step and per generated example, measured by the
+    timing run in results/study_timing/ (this preset) and by study v1 (results/study_v1/)."""
+    w = work()
+    timing_dir, v1_dir = REPO / "results" / "study_timing", REPO / "results" / "study_v1" / "runs"
+    if not (timing_dir / "metrics.json").is_file():
+        return ["(no timing run in results/study_timing/ yet)"]
+    now = rates(timing_dir)
+    v1 = rates(v1_dir / "perce_lr1e-4_s0")
+    v1_test = json.loads((v1_dir / "perce_lr1e-4_s0_test" / "metrics.json").read_text())["generation"]
+    v1_per_token = v1_test["seconds"] / v1_test["new_tokens"]
+    examples = w["val_examples"] + w["test_examples"]
+
+    def hours(step_s: float, gen_s: float) -> float:
+        return (w["steps"] * step_s + examples * gen_s) / 3600
+
+    note = json.loads((timing_dir / "timing.json").read_text())
+    return [
+        f"Work: {w['pilot']} pilot runs (train + val scoring; each grid extension adds 2), {w['tests']} pilot test "
+        f"scorings, {w['main']} main runs (train + test scoring): {w['processes']} processes, {w['steps']} optimizer "
+        f"steps, {w['val_examples']} val and {w['test_examples']} test generations.",
+        "",
+        f"Timing run, before the study (results/study_timing/: `{note['command']}`, {note['date']}): "
+        f"{now['steps']} steps, median {now['step_s']:.0f} s per step after the first; {now['examples']:.0f} test "
+        f"generations, {now['gen_s']:.1f} s each ({now['tokens']:.0f} new tokens on average, batch 8); "
+        f"{note['wall_s']:.0f} s wall and {note['cpu_s']:.0f} s CPU for the process, while the 2-core machine ran "
+        f"other work (load average {note['load']}). At these rates the study is "
+        f"{hours(now['step_s'], now['gen_s']):.0f} h of process time: an upper bound for a loaded machine.",
+        f"- At study v1's rates (results/study_v1/: 3 runners, one torch thread each, load 3-4): "
+        f"{v1['step_s']:.0f} s per step and {v1_per_token:.3f} s per generated token, i.e. "
+        f"{v1_per_token * now['tokens']:.1f} s per generation of this length: "
+        f"{hours(v1['step_s'], v1_per_token * now['tokens']):.0f} h of process time, about "
+        f"{hours(v1['step_s'], v1_per_token * now['tokens']) / 3:.0f} h elapsed with 3 runners "
+        "(`--arms ce,perce`, `--arms perce-min0,longce`, `--arms dft,ce-k0`, OMP_NUM_THREADS=1).",
+        f"- Steps take {w['steps'] * v1['step_s'] / (w['steps'] * v1['step_s'] + examples * v1_per_token * now['tokens']):.0%}"
+        " of that; generation the rest.",
+    ]
 
 
 def budget_lines(study: Study) -> list[str]:

@@ -4,7 +4,9 @@ generated."""
 
 from __future__ import annotations
 
-from helpers import composed
+import runpy
+
+from helpers import REPO, composed
 
 from percli.data.collate import encode_examples
 from percli.data.longlamp import load_examples
@@ -31,3 +33,14 @@ def test_every_planted_mention_is_trained_on_and_fits_the_generation() -> None:
             planted = tok.decode([i for i, m in zip(pair.response_ids, pair.planted) if m])
             assert all(s["word"].split()[-1] in planted for s in ex.meta["planted_spans"]), ex.id
             assert len(ex.meta["planted_spans"]) >= 2
+
+
+def test_the_study_script_sizes_its_budget_from_the_preset() -> None:
+    study = runpy.run_path(str(REPO / "scripts" / "study.py"))
+    cfg = composed("train", "experiment=study")
+    d, t = cfg.data, cfg.train
+    assert study["STEPS_PER_RUN"] == d.num_users * d.examples_per_user // (t.batch_size * t.grad_accum) * t.epochs
+    assert (study["VAL_USERS"], study["TEST_USERS"]) == (d.val_users, d.test_users)
+    # 6 arms x 3 lrs x 2 pilot seeds; 2 pilot test scorings per arm; 12 + 12 + 4 x 6 seeds in all
+    assert study["work"]() == {"pilot": 36, "tests": 12, "main": 36, "processes": 84, "steps": 2304,
+                               "val_examples": 1728, "test_examples": 6912}
