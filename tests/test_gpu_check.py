@@ -104,18 +104,24 @@ def test_table():
     ]
 
 
-def test_peak_memory_per_gpu_is_the_max_of_nvidia_smi_samples(tmp_path, monkeypatch):
-    """A stand-in nvidia-smi prints the next line of its samples file at each call (one MiB value per GPU)."""
+def test_peak_memory_per_rank_is_the_max_of_nvidia_smi_samples_of_its_gpu(tmp_path, monkeypatch):
+    """A stand-in nvidia-smi prints the next line of its samples file at each call (one MiB value per GPU asked
+    for) and records its arguments."""
     samples = tmp_path / "samples"
     samples.write_text("100 7000\n900 5000\n300 6000\n")
     fake = tmp_path / "nvidia-smi"
-    fake.write_text(f'#!/bin/sh\nhead -n1 {samples} | tr " " "\\n"; sed -i 1d {samples}\n')
+    fake.write_text(f'#!/bin/sh\necho "$@" > {tmp_path / "args"}\nhead -n1 {samples} | tr " " "\\n"; '
+                    f'sed -i 1d {samples}\n')
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
-    mem = gpu_check.MemoryPeaks(interval=0.01)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5,7")
+    mem = gpu_check.MemoryPeaks(gpu_check.rank_gpus(2), interval=0.01)
     for _ in range(3):
         mem._poll_once()
     assert mem.peaks == [900.0, 7000.0]
+    assert (tmp_path / "args").read_text() == "--query-gpu=memory.used --format=csv,noheader,nounits --id=3,5\n"
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert gpu_check.rank_gpus(2) == ["0", "1"]
 
 
 @NO_VLLM
