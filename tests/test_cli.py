@@ -99,7 +99,7 @@ def test_sweep_is_validated_before_any_job_runs(cli, tmp_path):
 
 
 def test_offline_hub_model_fails_without_traceback(cli):
-    r = cli("train", "model=qwen3-4b", "data=synthetic")
+    r = cli("train", "model=qwen3-4b", "data=synthetic", "retriever=bm25")
     assert r.returncode == 1
     assert r.stderr.strip().startswith("percli: error: model=qwen3-4b (Qwen/Qwen3-4B) is not in the local HF cache")
     assert "model.path=DIR" in r.stderr
@@ -111,12 +111,12 @@ def test_unreachable_hub_model_fails_in_preflight_within_seconds(unreachable_hub
     first)."""
     start = time.monotonic()
     with pytest.raises(EnvironmentProblem, match=r"model=qwen3-4b \(Qwen/Qwen3-4B\) is not in the local HF cache"):
-        preflight("train", ["model=qwen3-4b", "data=synthetic"])
+        preflight("train", ["model=qwen3-4b", "data=synthetic", "retriever=bm25"])
     assert time.monotonic() - start < 5
 
 
 def test_missing_model_path_is_one_line(cli, tmp_path):
-    r = cli("eval", f"model.path={tmp_path / 'nowhere'}", "data=synthetic", "eval.max_examples=1")
+    r = cli("eval", f"model.path={tmp_path / 'nowhere'}", "data=synthetic", "retriever=bm25", "eval.max_examples=1")
     assert r.returncode == 1
     assert "is not an HF checkpoint directory" in r.stderr
     assert "Traceback" not in r.stderr

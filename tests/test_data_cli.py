@@ -61,7 +61,7 @@ def test_percli_data_local_renders_the_official_prompt(tmp_path: Path) -> None:
 
 def test_percli_data_bad_input_exits_1_with_one_line(tmp_path: Path) -> None:
     (tmp_path / "test.jsonl").write_text('{"input": "a", "output": "b"}\n', encoding="utf-8")
-    r = run_cli("data", "data=local", f"data.path={tmp_path}", "data.split=test", output_dir=tmp_path / "o")
+    r = run_cli("data", "data=local", "retriever=bm25", f"data.path={tmp_path}", "data.split=test", output_dir=tmp_path / "o")
     assert r.returncode == 1
     assert r.stderr.strip().splitlines()[-1].startswith("percli: error: ")
     assert "test.jsonl line 1: the record has no 'profile' field" in r.stderr

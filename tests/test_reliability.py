@@ -40,7 +40,7 @@ def test_bad_data_is_one_line_exit_1(cli, tmp_path: Path, content: bytes | None,
     if content is not None:
         data.mkdir()
         (data / "test.jsonl").write_bytes(content)
-    r = cli("data", "data=local", f"data.path={data}", "data.split=test")
+    r = cli("data", "data=local", "retriever=bm25", f"data.path={data}", "data.split=test")
     assert r.returncode == 1, r.stderr
     lines = r.stderr.strip().splitlines()
     assert lines[-1].startswith("percli: error: ") and expected in lines[-1], r.stderr
@@ -50,7 +50,7 @@ def test_bad_data_is_one_line_exit_1(cli, tmp_path: Path, content: bytes | None,
 def test_unknown_split_is_one_line_exit_1(cli, tmp_path: Path):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "train.jsonl").write_bytes(_record())
-    r = cli("data", "data=local", f"data.path={tmp_path / 'data'}", "data.split=dev")
+    r = cli("data", "data=local", "retriever=bm25", f"data.path={tmp_path / 'data'}", "data.split=dev")
     assert r.returncode == 1
     assert "split='dev' has no dev.jsonl/.json/.parquet" in r.stderr.strip().splitlines()[-1]
 
