@@ -294,13 +294,25 @@ class Study:
         return []
 
 
-def run_study(study: Study, seeds: list[int], report: Path, arms: list[str] | None = None) -> None:
+def run_study(study: Study, seeds: list[int], report: Path, arms: list[str] | None = None,
+              phase: str = "all") -> None:
     """The pilot for every arm, then seed-major main runs; the report after the pilot and after each seed.
-    `arms` limits both to some arms (runners for disjoint arms may share a machine and the results dir)."""
+    `arms` and `seeds` limit the work; `phase` runs the pilot alone ("pilot") or only main runs, of arms whose
+    pilot is finished ("main"), so several runners can share the machine and the results dir: runners for
+    disjoint arms in the pilot, then for disjoint seeds."""
     arms = list(ARMS) if arms is None else arms
-    lrs = {arm: study.pilot(arm) for arm in arms}
-    if not study.dry_run:
-        write_report(study, report)
+    if phase == "main":
+        lrs = {arm: study.selected_lr(arm) for arm in arms}
+        pending = [a for a, lr in lrs.items() if lr is None or not all(study.test_run(a, s) for s in PILOT_SEEDS)]
+        if pending and not study.dry_run:
+            raise SystemExit(f"percli study: the lr pilot of {', '.join(pending)} is not finished; run "
+                             f"`scripts/study.py --phase pilot --arms {','.join(pending)}` first")
+    else:
+        lrs = {arm: study.pilot(arm) for arm in arms}
+        if not study.dry_run:
+            write_report(study, report)
+        if phase == "pilot":
+            return
     for seed in seeds:
         if seed in PILOT_SEEDS:
             continue
@@ -471,6 +483,12 @@ def estimate_lines() -> list[str]:
     def hours(step_s: float, gen_s: float) -> float:
         return (w["steps"] * step_s + examples * gen_s) / 3600
 
+    def runner_hours(step_s: float, gen_s: float) -> float:
+        """Elapsed with 3 runners per phase, each a third of the pilot and then a third of the main runs."""
+        pilot = (w["pilot"] * STEPS_PER_RUN * step_s + w["val_examples"] * gen_s + w["tests"] * TEST_USERS * gen_s)
+        main = w["main"] * (STEPS_PER_RUN * step_s + TEST_USERS * gen_s)
+        return (pilot + main) / 3 / 3600
+
     note = json.loads((timing_dir / "timing.json").read_text())
     return [
         f"Work: {w['pilot']} pilot runs (train + val scoring; each grid extension adds 2), {w['tests']} pilot test "
@@ -487,8 +505,10 @@ def estimate_lines() -> list[str]:
         f"{v1['step_s']:.0f} s per step and {v1_per_token:.3f} s per generated token, i.e. "
         f"{v1_per_token * now['tokens']:.1f} s per generation of this length: "
         f"{hours(v1['step_s'], v1_per_token * now['tokens']):.0f} h of process time, about "
-        f"{hours(v1['step_s'], v1_per_token * now['tokens']) / 3:.0f} h elapsed with 3 runners "
-        "(`--arms ce,perce`, `--arms perce-min0,longce`, `--arms dft,ce-k0`, OMP_NUM_THREADS=1).",
+        f"{runner_hours(v1['step_s'], v1_per_token * now['tokens']):.0f} h elapsed with 3 runners of one torch "
+        "thread each (OMP_NUM_THREADS=1): `--phase pilot` with `--arms ce,perce`, `--arms perce-min0,longce` and "
+        "`--arms dft,ce-k0`, then `--phase main` with `--seeds 2,3`, `--seeds 4,5` and `--seeds 6,7,8,9,10,11` "
+        "(12 main runs each). `make study` is one runner doing it all in order.",
         f"- Steps take {w['steps'] * v1['step_s'] / (w['steps'] * v1['step_s'] + examples * v1_per_token * now['tokens']):.0%}"
         " of that; generation the rest.",
     ]
@@ -661,7 +681,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=lambda s: [int(x) for x in s.split(",")], default=list(range(max(SEEDS.values()))),
                    help="main-phase seeds to run (default: all); the pilot always runs first")
     p.add_argument("--arms", type=lambda s: s.split(","), default=list(ARMS),
-                   help=f"arms to run (default: all of {','.join(ARMS)}); runners for disjoint arms may run at once")
+                   help=f"arms to run (default: all of {','.join(ARMS)})")
+    p.add_argument("--phase", choices=("all", "pilot", "main"), default="all",
+                   help="all: pilot, then main runs; pilot: only the lr pilot (runners for disjoint --arms may run at "
+                        "once); main: only main runs, once the pilot is done (runners for disjoint --seeds)")
     args = p.parse_args(argv)
     unknown = [a for a in args.arms if a not in ARMS]
     if unknown:
@@ -670,7 +693,7 @@ def main(argv: list[str] | None = None) -> int:
     report = Path(args.report).resolve()
     start = time.monotonic()
     if not args.report_only:
-        run_study(study, args.seeds, report, args.arms)
+        run_study(study, args.seeds, report, args.arms, args.phase)
     if args.dry_run:
         print("\n".join(["percli study: to do"] + [f"  {n}" for n in study.planned] if study.planned
                         else ["percli study: every run is done"]))

@@ -147,3 +147,19 @@ def test_each_process_is_logged_and_the_budget_counts_the_elapsed_span(study, tm
         "Finished: 2 processes, 1.2 h of process wall time; 1.2 h from the first start to the last finish.",
         "- pilot runs (train + val scoring): 1, mean 1800 s (min 1800, max 1800)",
         "- main runs (train + test scoring): 1, mean 2700 s (min 2700, max 2700)"]
+
+
+def test_main_phase_runners_take_disjoint_seeds_once_the_pilot_is_done(study, tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    for arm in study.ARMS:
+        if arm != "dft":
+            pilot_done(study, results, arm)
+    s = study.Study(results, tmp_path / "work", False, [])
+    with pytest.raises(SystemExit, match=r"the lr pilot of dft is not finished; run `scripts/study.py --phase "
+                                         r"pilot --arms dft` first"):
+        study.run_study(s, [2, 3], tmp_path / "study.md", phase="main")
+    pilot_done(study, results, "dft")
+    s = study.Study(results, tmp_path / "work", True, [])
+    study.run_study(s, [6, 7], tmp_path / "study.md", phase="main")
+    assert s.planned == ["ce_lr0.0002_s6_test", "perce_lr0.0002_s6_test", "ce_lr0.0002_s7_test",
+                         "perce_lr0.0002_s7_test"]
