@@ -108,13 +108,13 @@ def test_cpu_preset_trains_and_evaluates_through_the_cli(cli, tmp_path: Path, na
 
 
 def test_demo_and_study_test_on_users_never_seen_in_training() -> None:
-    for name, sizes in (("demo", (8, 16, 1)), ("study", (48, 48, 1))):
+    for name, sizes in (("demo", (8, 16, 1)), ("study", (64, 144, 1))):
         cfg = compose_config("train", [f"experiment={name}"])
         assert cfg.task.setting == "user"
         assert (cfg.data.num_users, cfg.data.test_users, cfg.data.eval_examples_per_user) == sizes
     study = compose_config("train", ["experiment=study"])
     assert (study.data.val_users, study.eval.split, study.eval.do_sample, study.eval.max_new_tokens) == (
-        24, "val", False, 64)
+        48, "val", False, 144)
 
 
 def test_cli_prints_composed_preset(cli, tmp_path: Path) -> None:
