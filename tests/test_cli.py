@@ -196,10 +196,11 @@ def test_a_wheel_ships_the_configs_and_trains_from_another_directory(tmp_path: P
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     site = next((venv / "lib").glob("python*/site-packages"))
     (site / "host_packages.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
-    subprocess.run([venv / "bin" / "pip", "install", "-q", "--no-deps", *wheels.glob("percli-*.whl")], check=True,
-                   capture_output=True)
-    elsewhere.mkdir()
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | OFFLINE | {"WANDB_MODE": "disabled"}
+    # --force-reinstall: the host environment's own percli (an editable install) has the same version.
+    subprocess.run([venv / "bin" / "pip", "install", "-q", "--no-deps", "--force-reinstall",
+                    *wheels.glob("percli-*.whl")], check=True, capture_output=True, env=env)
+    elsewhere.mkdir()
     where = subprocess.run([venv / "bin" / "python", "-c", "import percli.paths as p; print(p.CONF_DIR)"],
                            capture_output=True, text=True, cwd=elsewhere, env=env, check=True).stdout.strip()
     assert where == str(site / "percli" / "conf")
