@@ -114,11 +114,11 @@ def preflight(command: str, overrides: list[str], multirun: bool = False, check_
     for _, cfg in composed:
         _check_environment(cfg)
     # Registry names and launchers last: both import torch, which a bad value above need not wait for.
-    from percli.launch import check_launcher  # torch: only once every cheaper check has passed
-
     for job, cfg in composed:
         _in_job(check_names, cfg, job, len(jobs))
-        if cfg.get("launcher") is not None:
+        if cfg.get("launcher") is not None:  # percli.launch loads torch: only commands that launch need it
+            from percli.launch import check_launcher
+
             _in_job(check_launcher, cfg, job, len(jobs))
     return sweep_dir
 
