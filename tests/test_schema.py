@@ -110,7 +110,7 @@ def test_cli_config_errors_are_one_exact_line_with_exit_2(cli) -> None:
     r = cli("train", "data.max_response_tokens=0")
     assert (r.returncode, r.stderr.strip()) == (
         2, "percli: error: data.max_response_tokens=0 is out of range; expected a positive integer")
-    r = cli("train", "-m", "data=synthetic", "schedule.name=online,hourly")
+    r = cli("train", "-m", "data=synthetic", "retriever=bm25", "schedule.name=online,hourly")
     assert (r.returncode, r.stderr.strip()) == (
         2, "percli: error: schedule.name='hourly' is out of range; expected online, periodic or warmup "
-           "(in sweep job data=synthetic schedule.name=hourly)")
+           "(in sweep job data=synthetic retriever=bm25 schedule.name=hourly)")
