@@ -63,12 +63,15 @@ def _write_and_report(rows: list[dict], extra: dict, cfg: DictConfig, run_dir: P
 
 
 # ------------------------------------------------------------------------------------------- entry points
-def _rows(examples: Sequence[Any], texts: Sequence[str]) -> list[dict]:
+def _rows(examples: Sequence[Any], texts: Sequence[str], max_new_tokens: int, tokenizer: Any) -> list[dict]:
+    """predictions.jsonl rows. Planted names count only where the reference names them within the first
+    `max_new_tokens` tokens: a generation of that length can contain them, so recall can reach 1."""
     rows = []
     for ex, text in zip(examples, texts):
         row = {"id": ex.id, "user_id": ex.user_id, "prediction": text, "reference": ex.output}
         if ex.meta.get("planted_words"):
-            row["planted_words"] = list(ex.meta["planted_words"])
+            row["planted_words"] = metrics_lib.names_within(ex.output, list(ex.meta["planted_words"]), tokenizer,
+                                                            max_new_tokens)
         rows.append(row)
     return rows
 
@@ -80,7 +83,8 @@ def evaluate_generations(cfg: DictConfig, run_dir: Path, checkpoint: Path | None
     gen, prompt_lengths = generate_examples(cfg, run_dir, examples, checkpoint)
     extra = _extra(cfg, "hf", generation_options(cfg), gen.new_tokens, gen.seconds, prompt_lengths)
     extra["generation"]["processes"] = world_size(cfg)
-    return _write_and_report(_rows(examples, gen.texts), extra, cfg, Path(run_dir))
+    rows = _rows(examples, gen.texts, int(cfg.eval.max_new_tokens), load_tokenizer(cfg.model))
+    return _write_and_report(rows, extra, cfg, Path(run_dir))
 
 
 def _extra(cfg: DictConfig, backend: str, opts: dict, new_tokens: Sequence[int], seconds: float,
@@ -137,7 +141,7 @@ def run(cfg: DictConfig, run_dir: Path) -> None:
         prompt_ids, _ = eval_prompt_ids(examples, tokenizer, int(cfg.data.max_prompt_tokens))
         texts, new_tokens, seconds = _vllm_generate(cfg, tokenizer, prompt_ids)
         extra = _extra(cfg, "vllm", generation_options(cfg), new_tokens, seconds, [len(p) for p in prompt_ids])
-        _write_and_report(_rows(examples, texts), extra, cfg, run_dir)
+        _write_and_report(_rows(examples, texts, int(cfg.eval.max_new_tokens), tokenizer), extra, cfg, run_dir)
         return
     check_launcher(cfg)
     warn_idle_gpus(cfg)

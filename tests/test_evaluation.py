@@ -181,3 +181,20 @@ def test_smollm2_batched_greedy_equals_batch_1():
     assert batched.texts == one.texts
     assert batched.new_tokens == one.new_tokens
     assert all(t for t in one.texts)
+
+
+def test_planted_names_count_only_within_the_generation_length(tmp_path: Path):
+    from percli.data.longlamp import load_examples
+    from percli.models import load_tokenizer
+
+    cfg = compose_config("eval", ["model=tiny", *SMALL, "data.num_users=6", "eval.max_new_tokens=40"])
+    evaluate_generations(cfg, tmp_path)
+    tok = load_tokenizer(cfg.model)
+    rows = {r["id"]: r for r in _lines(tmp_path / "predictions.jsonl")}
+    dropped = 0
+    for ex in load_examples(cfg, "test"):
+        head = tok.decode(tok(ex.output, add_special_tokens=False)["input_ids"][:40])
+        kept = [w for w in ex.meta["planted_words"] if w.lower() in head.lower()]
+        assert rows[ex.id].get("planted_words", []) == kept
+        dropped += len(ex.meta["planted_words"]) - len(kept)
+    assert dropped > 0  # some names come after the first 40 tokens of their reference
