@@ -282,3 +282,10 @@ def test_a_users_primary_config_is_what_preflight_validates(cli, tmp_path: Path)
     assert r.returncode == 2
     assert r.stderr.strip() == "percli: error: train.lr=-3e-05 is out of range; expected a positive number such as 1e-5"
     assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_experiment_is_a_group_of_every_command(tmp_path: Path, command: str):
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "mine.yaml").write_text("# @package _global_\nseed: 7\n")
+    assert compose_config(command, ["experiment=mine"], config_dir=tmp_path).seed == 7
