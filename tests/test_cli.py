@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import OFFLINE, REPO, composed, only_run_dir
+from helpers import OFFLINE, REPO, composed, only_run_dir, run_cli
 
 from percli.cli import COMMANDS
 from percli.errors import EnvironmentProblem
@@ -289,3 +289,12 @@ def test_experiment_is_a_group_of_every_command(tmp_path: Path, command: str):
     (tmp_path / "experiment").mkdir()
     (tmp_path / "experiment" / "mine.yaml").write_text("# @package _global_\nseed: 7\n")
     assert compose_config(command, ["experiment=mine"], config_dir=tmp_path).seed == 7
+
+
+def test_every_cli_a_test_starts_has_the_hubs_offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """Forced, whatever the caller passes: no test may download a model or a dataset."""
+    seen = {}
+    monkeypatch.setattr(subprocess, "run", lambda cmd, **kw: seen.update(kw["env"]))
+    run_cli("data", output_dir=tmp_path, env={"HF_HUB_OFFLINE": "0", "HF_DATASETS_OFFLINE": "0"})
+    assert (seen["HF_HUB_OFFLINE"], seen["HF_DATASETS_OFFLINE"]) == ("1", "1")
+    assert (os.environ["HF_HUB_OFFLINE"], os.environ["HF_DATASETS_OFFLINE"]) == ("1", "1")  # conftest, for the rest
