@@ -30,7 +30,7 @@ def test_option_names_users_rely_on():
     assert group_options("model") == ["llama3-8b", "qwen3-14b", "qwen3-4b", "smollm2-135m", "tiny"]
     assert group_options("task") == ["abstract", "review", "topic"]
     assert set(group_options("retriever")) >= {"bm25", "contriever", "random", "recency"}
-    assert group_options("loss") == ["ce", "entce", "longce", "lossce", "perce"]
+    assert group_options("loss") == ["ce", "dft", "entce", "longce", "lossce", "perce"]
     assert group_options("schedule") == ["online", "periodic", "warmup"]
     assert group_options("launcher") == ["ddp", "deepspeed", "local"]
     assert group_options("logger") == ["none", "wandb"]
@@ -58,8 +58,8 @@ def test_sweep_expansion_is_the_cartesian_product():
 
 
 def test_validation_names_key_and_value():
-    cfg = compose_config("train", ["retriever.k=0"])
-    with pytest.raises(ConfigError, match=r"retriever.k=0 is out of range; expected a positive integer"):
+    cfg = compose_config("train", ["retriever.k=-1"])
+    with pytest.raises(ConfigError, match=r"retriever.k=-1 is out of range; expected a non-negative integer"):
         validate(cfg)
     cfg = compose_config("train", ["data.test_users=0"])
     with pytest.raises(ConfigError, match=r"data.test_users=0 is out of range; expected a positive integer or null "

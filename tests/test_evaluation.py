@@ -96,7 +96,9 @@ def test_cli_tiny_generates_and_scores(cli, tmp_path: Path):
     assert {"config.yaml", "status.json", "metrics.json", "predictions.jsonl", "scores.jsonl"} <= {
         p.name for p in run_dir.iterdir()}
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert METRIC_KEYS | {"planted_recall", "num_examples", "split", "task", "generation"} <= set(metrics)
+    assert METRIC_KEYS | {"num_examples", "split", "task", "generation"} <= set(metrics)
+    # No reference names a planted word within its first 4 tokens: nothing a 4-token generation could recall.
+    assert "planted_recall" not in metrics
     assert (metrics["num_examples"], metrics["split"], metrics["task"], metrics["model"]) == (2, "test", "review", "tiny")
     gen = metrics["generation"]
     assert (gen["backend"], gen["batch_size"], gen["max_new_tokens"], gen["prompts"]) == ("hf", 2, 4, 2)
@@ -104,7 +106,7 @@ def test_cli_tiny_generates_and_scores(cli, tmp_path: Path):
     rows = _lines(run_dir / "predictions.jsonl")
     # user setting: users 0-1 train, 2-3 val, 4-5 test
     assert [r["id"] for r in rows] == ["review-test-u004-0", "review-test-u005-0"]
-    assert all(set(r) == {"id", "user_id", "prediction", "reference", "planted_words"} and len(r["planted_words"]) == 3
+    assert all(set(r) == {"id", "user_id", "prediction", "reference", "planted_words"} and r["planted_words"] == []
                for r in rows)
     scores = _lines(run_dir / "scores.jsonl")
     assert [(s["id"], s["user_id"]) for s in scores] == [(r["id"], r["user_id"]) for r in rows]

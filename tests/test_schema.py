@@ -84,7 +84,7 @@ def test_name_choices_come_from_the_registries(key: str, registry: dict) -> None
          "model.dtype='fp8' is out of range; expected auto, float32, bfloat16 or float16"),
         ("table", ["table.metrics=[rouge1,bleu]"], "table.metrics=['rouge1', 'bleu'] is out of range; "
          "expected a list of rouge1, rouge2, rougeL, rougeLsum, meteor or planted_recall"),
-        ("train", ["loss.name=focal"], "loss.name='focal' is out of range; expected ce, perce, longce, lossce or entce"),
+        ("train", ["loss.name=focal"], "loss.name='focal' is out of range; expected ce, perce, longce, lossce, entce or dft"),
         ("train", ["schedule.name=hourly"],
          "schedule.name='hourly' is out of range; expected online, periodic or warmup"),
     ],

@@ -152,8 +152,8 @@ def test_worker_refuses_a_world_size_other_than_the_launchers(tmp_path):
     cfg = compose_config("train", [*FAST, "launcher=ddp", "launcher.num_processes=2"])
     (tmp_path / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    r = subprocess.run([sys.executable, "-m", "percli.worker", str(tmp_path)], capture_output=True, text=True,
-                       env=env, cwd=REPO, timeout=300)
+    r = subprocess.run([sys.executable, "-m", "percli.worker", "train", str(tmp_path / "config.yaml"), str(tmp_path)],
+                       capture_output=True, text=True, env=env, cwd=REPO, timeout=300)
     assert r.returncode == 1
     message = ("launcher=ddp expects 2 processes (launcher.num_processes=2 x num_machines=1) but this process "
                "sees a world of 1; start training with `percli train`, not by hand")

@@ -16,8 +16,8 @@ FIELDS: dict[str, Field] = {
                              expect="an address such as 10.0.0.1, or null", nullable=True),
     "main_process_port": Field(int, "rendezvous port; null: a free port (29500 across machines)",
                                between(1, 65535), "a port in [1, 65535] or null", nullable=True),
-    "stop_grace_s": Field(NUMBER, "after a stop signal, how long workers may take to finish the step and save "
-                          "before they are killed (keep it below SLURM's signal_delay_s)", positive,
+    "stop_grace_s": Field(NUMBER, "seconds workers get after a stop signal to finish the step and save "
+                          "(below SLURM's signal_delay_s)", positive,
                           "a positive number of seconds"),
     "mixed_precision": Field(str, "auto: bf16 on a bf16-capable GPU, fp32 on CPU; no: fp32",
                              choices=("auto", "bf16", "no")),

@@ -18,7 +18,7 @@ import statistics
 from pathlib import Path
 
 from percli.data.longlamp import load_examples
-from percli.evaluation import eval_prompt_ids, generate
+from percli.generation import eval_prompt_ids, generate
 from percli.models import chat_prompt_ids, load_model_and_tokenizer
 from scripts.bench import subject
 from scripts.bench.memory import run_child
