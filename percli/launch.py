@@ -141,6 +141,7 @@ def worker_envs(cfg: DictConfig, run_dir: Path) -> list[dict[str, str]]:
     """One environment per local worker: the rank layout and what `accelerate launch` would export."""
     launcher = cfg.launcher
     port = launcher.main_process_port or (29500 if launcher.num_machines > 1 else _free_port())
+    # REPO_ROOT holds the percli package this process runs (a checkout or site-packages): workers import it too.
     base = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
             "ACCELERATE_MIXED_PRECISION": precision(cfg), "ACCELERATE_DYNAMO_BACKEND": "NO"}
     if launcher.name == "deepspeed":
@@ -193,7 +194,8 @@ def run_in_workers(cfg: DictConfig, run_dir: Path, job: str, config: Path) -> No
     if errors.exists():
         for p in errors.iterdir():
             p.unlink()
-    outcome = run_workers(cmd, envs, REPO_ROOT, float(cfg.launcher.stop_grace_s))
+    # The parent's working directory: relative paths in the config mean the same to every process.
+    outcome = run_workers(cmd, envs, Path.cwd(), float(cfg.launcher.stop_grace_s))
     if outcome.stop_signal:
         log.info(f"workers exited {outcome.seconds_to_stop} s after {signal_name(outcome.stop_signal)} "
                  f"(launcher.stop_grace_s={cfg.launcher.stop_grace_s})")
