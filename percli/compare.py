@@ -19,10 +19,10 @@ from omegaconf import DictConfig
 
 from percli import statistics
 from percli.errors import DataError
+from percli.example_scores import align, clusters_of, metric_matrix, read_scores
 from percli.io import atomic_write_json
 from percli.log import result
 from percli.names import SCORE_KEYS
-from percli.scores import align, clusters_of, metric_matrix, read_scores
 
 P_VALUE_TEST = "two-sided paired sign-flip permutation test over clusters (scipy.stats.permutation_test)"
 PRIMARY = "meteor"

@@ -1,6 +1,6 @@
 """`percli contrast`: PerContrast's PIR for every response token -> contrast.jsonl, a heatmap, a summary.
 
-The scoring itself is `percli.scoring`, the weights `percli.losses`, the AUC `percli.statistics` and the page
+The scoring itself is `percli.logprobs`, the weights `percli.losses`, the AUC `percli.statistics` and the page
 `percli.report.heatmap`; this command picks the examples (optionally with the shuffled-profile control),
 scores them in length-sorted batches, and summarises how well PIR finds the planted personal tokens of
 synthetic data.
@@ -26,10 +26,10 @@ from percli.device import default_device
 from percli.errors import DataError
 from percli.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
 from percli.log import log, result
-from percli.losses import LOSSES, clip_weights, raw_scores
+from percli.logprobs import TokenScorer, contrast_batch
+from percli.losses import LOSSES, clip_weights, raw_weights
 from percli.models import load_model_and_tokenizer
 from percli.report.heatmap import render_html
-from percli.scoring import TokenScorer, contrast_batch
 from percli.statistics import auc
 
 
@@ -107,7 +107,7 @@ def run(cfg: Any, run_dir: Path) -> None:
     all_pir, all_raw = [], []
     for pair, s in zip(pairs, scores):
         ex = examples[pair.index]
-        raw = raw_scores(loss.name, logp_full=s["logp_full"], logp_free=s["logp_free"], entropy=s.get("entropy"),
+        raw = raw_weights(loss.name, logp_full=s["logp_full"], logp_free=s["logp_free"], entropy=s.get("entropy"),
                          row=torch.zeros(len(s["pir"]), dtype=torch.long))
         weights = clip_weights(raw, s["pir"], loss.min_weight, loss.max_weight)
         all_pir.append(s["pir"])

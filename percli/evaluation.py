@@ -31,7 +31,7 @@ from percli.names import METRIC_KEYS, PLANTED
 
 
 # ------------------------------------------------------------------------------------------- scoring
-def score_rows(rows: Sequence[dict], aggregate: str, seed: int) -> tuple[dict, list[dict]]:
+def metric_rows(rows: Sequence[dict], aggregate: str, seed: int) -> tuple[dict, list[dict]]:
     """metrics.json values and per-example scores for rows of {id, prediction, reference[, planted_words]}."""
     res = metrics_lib.compute([r["prediction"] for r in rows], [r["reference"] for r in rows],
                               aggregate=aggregate, seed=seed)
@@ -51,7 +51,7 @@ def score_rows(rows: Sequence[dict], aggregate: str, seed: int) -> tuple[dict, l
 
 def _write_and_report(rows: list[dict], extra: dict, cfg: DictConfig, run_dir: Path) -> dict:
     aggregate = str(OmegaConf.select(cfg, "eval.aggregate", default="mean"))
-    scores, per_example = score_rows(rows, aggregate, int(OmegaConf.select(cfg, "seed", default=0)))
+    scores, per_example = metric_rows(rows, aggregate, int(OmegaConf.select(cfg, "seed", default=0)))
     scores.update(extra)
     atomic_write_jsonl(run_dir / "predictions.jsonl", rows)
     atomic_write_jsonl(run_dir / "scores.jsonl", per_example)

@@ -56,15 +56,15 @@ if TYPE_CHECKING:  # Tensor methods only: `percli table` and config checks read 
     from torch import Tensor
 
 _EPS = 1e-12
-# Scores a loss: (logp_full, logp_free, entropy, row) -> detached raw score [N], or None for w = 1.
-ScoreFn = Callable[..., "Tensor | None"]
+# A loss's raw weights: (logp_full, logp_free, entropy, row) -> detached [N] before clipping, or None for w = 1.
+RawWeightFn = Callable[..., "Tensor | None"]
 
 
 @dataclass(frozen=True)
 class Loss:
     name: str
     label: str  # how tables and plots name it
-    score: ScoreFn
+    raw_weight: RawWeightFn  # the token weights before clipping (None: w = 1)
     needs_free: bool = False  # needs the profile-free pass (PIR)
     needs_entropy: bool = False  # needs the full stream's predictive entropy
 
@@ -73,9 +73,9 @@ LOSSES: dict[str, Loss] = {}
 
 
 def register_loss(name: str, label: str, *, needs_free: bool = False,
-                  needs_entropy: bool = False) -> Callable[[ScoreFn], ScoreFn]:
+                  needs_entropy: bool = False) -> Callable[[RawWeightFn], RawWeightFn]:
     """Add a score function to LOSSES under `name` (the `name:` of its conf/loss YAML)."""
-    def add(fn: ScoreFn) -> ScoreFn:
+    def add(fn: RawWeightFn) -> RawWeightFn:
         LOSSES[name] = Loss(name, label, fn, needs_free, needs_entropy)
         return fn
     return add
@@ -136,11 +136,11 @@ def _dft(*, logp_full: Tensor, logp_free: Tensor | None, entropy: Tensor | None,
     return logp_full.detach().float().exp()
 
 
-def raw_scores(name: str, *, logp_full: Tensor, logp_free: Tensor | None = None,
+def raw_weights(name: str, *, logp_full: Tensor, logp_free: Tensor | None = None,
                entropy: Tensor | None = None, row: Tensor) -> Tensor | None:
     """The detached score before clipping (PIR for perce, exp(PIR) for longce, normalised NLL / entropy,
     the token probability for dft); None for ce."""
-    return get_loss(name).score(logp_full=logp_full, logp_free=logp_free, entropy=entropy, row=row)
+    return get_loss(name).raw_weight(logp_full=logp_full, logp_free=logp_free, entropy=entropy, row=row)
 
 
 def clip_weights(raw: Tensor | None, like: Tensor, min_weight: float, max_weight: float) -> Tensor:
@@ -153,7 +153,7 @@ def token_weights(name: str, *, logp_full: Tensor, logp_free: Tensor | None = No
                   entropy: Tensor | None = None, row: Tensor, min_weight: float,
                   max_weight: float) -> Tensor:
     """[N] detached fp32 weights for `loss=name` (definitions in the module docstring)."""
-    raw = raw_scores(name, logp_full=logp_full, logp_free=logp_free, entropy=entropy, row=row)
+    raw = raw_weights(name, logp_full=logp_full, logp_free=logp_free, entropy=entropy, row=row)
     return clip_weights(raw, logp_full, min_weight, max_weight)
 
 

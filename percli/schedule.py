@@ -22,7 +22,7 @@ Interface for the training loop (percli/trainer.py), which needs nothing else fr
                                                    # (+ planted_summary's columns on data with truth spans)
     checkpoint["schedule"] = schedule.state_dict()  # tensors, str, numbers, None; load_state_dict(...) on resume
 
-`scorer` is the (prepared) `percli.scoring.TokenScorer`; a bare causal LM works too. `maybe_refresh` is a
+`scorer` is the (prepared) `percli.logprobs.TokenScorer`; a bare causal LM works too. `maybe_refresh` is a
 no-op except for periodic; it runs under no grad.
 
 Dropout: PIR is a difference of two log-probs of the same token, so both must come from the same
@@ -54,8 +54,8 @@ from tqdm import tqdm
 
 from percli.distributed import gather_objects, is_main_process
 from percli.errors import ConfigError
-from percli.losses import clip_weights, get_loss, raw_scores, weight_stats
-from percli.scoring import TokenScores, check_aligned, score_stream
+from percli.logprobs import TokenScores, check_aligned, stream_logprobs
+from percli.losses import clip_weights, get_loss, raw_weights, weight_stats
 
 
 class FreePass(NamedTuple):
@@ -90,8 +90,8 @@ def dropout_off(model: nn.Module) -> Iterator[bool]:
 
 def _contrast_views(model: nn.Module, batch: dict[str, Any]) -> FreePass:
     with torch.no_grad(), dropout_off(model) as stochastic:
-        free = score_stream(model, batch, "free")
-        return FreePass(free, score_stream(model, batch, "full") if stochastic else None)
+        free = stream_logprobs(model, batch, "free")
+        return FreePass(free, stream_logprobs(model, batch, "full") if stochastic else None)
 
 
 class Schedule:
@@ -151,7 +151,7 @@ class Schedule:
             check_aligned(full, free.free)
             logp_full, logp_free = full.logp, free.free.logp
             pir = logp_full.detach() - logp_free
-        raw = raw_scores(self.loss, logp_full=logp_full, logp_free=logp_free,
+        raw = raw_weights(self.loss, logp_full=logp_full, logp_free=logp_free,
                          entropy=scores_full.entropy, row=scores_full.row)
         w = clip_weights(raw, scores_full.logp, self.min_weight, self.max_weight)
         return w, weight_stats(w, raw=raw, pir=pir, min_weight=self.min_weight, max_weight=self.max_weight,
@@ -211,12 +211,12 @@ class PeriodicSchedule(Schedule):
         with torch.no_grad(), dropout_off(model):
             for batch in tqdm(dataloader_factory(), desc=f"E-step refresh @ step {step}", disable=not is_main_process(),
                               leave=False):
-                full = score_stream(model, batch, "full", with_entropy=self.with_entropy)
-                free = score_stream(model, batch, "free") if self.needs_pir else None
+                full = stream_logprobs(model, batch, "full", with_entropy=self.with_entropy)
+                free = stream_logprobs(model, batch, "free") if self.needs_pir else None
                 if free is not None:
                     check_aligned(full, free)
                 pir = full.logp - free.logp if free is not None else None
-                raw = raw_scores(self.loss, logp_full=full.logp, logp_free=None if free is None else free.logp,
+                raw = raw_weights(self.loss, logp_full=full.logp, logp_free=None if free is None else free.logp,
                                  entropy=full.entropy, row=full.row)
                 for r, idx in enumerate(_as_list(batch["index"])):
                     sel = full.row == r

@@ -43,11 +43,11 @@ from percli.distributed import global_token_count, max_across_ranks, merge_stats
 from percli.errors import DataError, PercliError
 from percli.io import atomic_write_jsonl
 from percli.log import log
+from percli.logprobs import TokenScorer, count_response_tokens
 from percli.losses import planted_summary, weighted_nll
 from percli.lr import lr_at
 from percli.sampler import StepSampler
 from percli.schedule import build_schedule
-from percli.scoring import TokenScorer, count_response_tokens
 from percli.signals import StopRequest, TrainingStopped, signal_name
 from percli.tracking import Tracker, plot_loss
 from percli.training_setup import build_model, build_optimizer, make_accelerator, release_accelerator

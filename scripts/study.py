@@ -42,9 +42,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from percli import statistics  # noqa: E402
+from percli.example_scores import align, clusters_of, metric_matrix, read_scores  # noqa: E402
 from percli.io import atomic_write_text  # noqa: E402
 from percli.report.select import best_lr  # noqa: E402
-from percli.scores import align, clusters_of, metric_matrix, read_scores  # noqa: E402
 
 # arm -> (label, overrides of the study preset)
 ARMS: dict[str, tuple[str, tuple[str, ...]]] = {

@@ -24,9 +24,9 @@ def ddp_perce_worker(rank: int, world: int, port: int, queue) -> None:
     """One PerCE step through a DDP-wrapped TokenScorer (train forward + the schedule's no-grad free pass)."""
     from perce_util import collate, make_pairs, small_lm
 
+    from percli.logprobs import TokenScorer, count_response_tokens
     from percli.losses import weighted_nll
     from percli.schedule import Schedule
-    from percli.scoring import TokenScorer, count_response_tokens
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:

@@ -25,13 +25,13 @@ PACKAGE = Path(__file__).resolve().parents[1] / "percli"
 # The four layers of ARCHITECTURE.md, bottom to top. A module imports only from its own layer or those below
 # (function-local imports included); a new module must be placed here.
 LAYERS: dict[str, tuple[str, ...]] = {
-    "leaf": ("errors", "paths", "io", "manifest", "log", "signals", "device", "distributed", "scoring", "data.example",
+    "leaf": ("errors", "paths", "io", "manifest", "log", "signals", "device", "distributed", "logprobs", "data.example",
              "statistics", "names", "rundir", "batching"),
     "concepts": ("losses", "schedule", "data.retrieval", "data.dense", "data.longlamp", "data.synthetic",
                  "data.synthetic_text", "data.prompts", "models", "assets", "hub", "nltk_data", "schema",
                  "schema.*"),
     "engines": ("data.collate", "launch", "supervisor", "trainer", "training_setup", "sampler", "lr", "checkpoint",
-                "generation", "eval_inputs", "metrics", "scores", "report.*", "tracking"),
+                "generation", "eval_inputs", "metrics", "example_scores", "report.*", "tracking"),
     "commands": ("__main__", "cli", "preflight", "train", "evaluation", "contrast", "data.stats", "table",
                  "compare", "worker"),
 }

@@ -10,7 +10,7 @@ import pytest
 
 from percli.compare import compare_runs, summary
 from percli.errors import DataError
-from percli.scores import read_scores
+from percli.example_scores import read_scores
 
 
 def write_scores(run_dir: Path, rows: list[dict]) -> Path:

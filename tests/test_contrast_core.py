@@ -11,7 +11,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from percli.errors import DataError
-from percli.scoring import TokenScorer, TokenScores, check_aligned, contrast_batch, response_logprobs
+from percli.logprobs import TokenScorer, TokenScores, check_aligned, contrast_batch, response_logprobs
 
 
 @pytest.fixture(scope="module")

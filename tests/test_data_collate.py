@@ -10,9 +10,9 @@ from omegaconf import OmegaConf
 
 from percli.data.collate import PairCollator, batch_indices, encode_examples, fit_profile
 from percli.data.example import Example
+from percli.logprobs import IGNORE_INDEX
 from percli.models import chat_prompt_ids
 from percli.preflight import compose_config
-from percli.scoring import IGNORE_INDEX
 
 WORDS = "the cat sat on a mat and the dog ran far".split()  # single word pieces: dec() leaves them as they are
 

@@ -12,15 +12,15 @@ from omegaconf import OmegaConf
 from perce_util import collate, make_pairs, small_lm
 
 from percli.distributed import global_token_count, merge_stats
+from percli.logprobs import count_response_tokens, response_logprobs
 from percli.losses import (
     planted_summary,
-    raw_scores,
+    raw_weights,
     token_weights,
     weight_stats,
     weighted_nll,
 )
 from percli.schedule import Schedule
-from percli.scoring import count_response_tokens, response_logprobs
 
 # Two examples: 3 + 2 response tokens.
 ROW = torch.tensor([0, 0, 0, 1, 1])
@@ -49,7 +49,7 @@ def test_longce_ratio_weight_hand_computed_with_no_floor():
     assert weighted_nll(LOGP_FULL, w, 5).item() == pytest.approx(2.2300409, abs=1e-6)
     assert Schedule("longce", 0.0, 5.0).needs_free_pass(0) and not Schedule("lossce", 0.8, 5.0).needs_free_pass(0)
     with pytest.raises(ValueError, match="loss=longce needs logp_free"):
-        raw_scores("longce", logp_full=LOGP_FULL, row=ROW)
+        raw_weights("longce", logp_full=LOGP_FULL, row=ROW)
 
 
 def test_dft_weight_is_the_detached_token_probability():
@@ -231,4 +231,4 @@ def test_global_token_count_all_reduces_over_real_gloo_ranks():
 
 def test_global_token_count_single_process():
     assert global_token_count(7) == 7
-    assert raw_scores("ce", logp_full=LOGP_FULL, row=ROW) is None
+    assert raw_weights("ce", logp_full=LOGP_FULL, row=ROW) is None

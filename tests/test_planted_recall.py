@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from percli.evaluation import score_rows
+from percli.evaluation import metric_rows
 from percli.metrics import names_in, names_within, planted_recall
 from percli.models import load_tokenizer
 
@@ -26,7 +26,7 @@ def test_score_rows_averages_over_references_that_name_someone() -> None:
     rows = [{"id": "a", "prediction": REFERENCE, "reference": REFERENCE, "planted_words": NAMES},
             {"id": "b", "prediction": "Nora Vance.", "reference": REFERENCE, "planted_words": NAMES},
             {"id": "c", "prediction": "x", "reference": "No names here.", "planted_words": NAMES}]
-    res, per_example = score_rows(rows, "mean", 0)
+    res, per_example = metric_rows(rows, "mean", 0)
     assert res["planted_recall"] == pytest.approx(0.75) and res["planted_examples"] == 2
     assert [e.get("planted_recall") for e in per_example] == [1.0, 0.5, None]
 

@@ -7,9 +7,9 @@ import torch
 from perce_util import collate, make_pairs, small_lm
 
 from percli.checkpoint import load_state_tree, save_state_tree
+from percli.logprobs import TokenScorer, contrast_batch, response_logprobs
 from percli.preflight import compose_config
 from percli.schedule import PeriodicSchedule, Schedule, WarmupSchedule, build_schedule
-from percli.scoring import TokenScorer, contrast_batch, response_logprobs
 
 
 def _scores(model, batch, with_entropy=False):

@@ -26,8 +26,8 @@ from transformers import PreTrainedTokenizerBase
 from percli.data.example import Example
 from percli.data.prompts import MAIN_FIELD, decode_main_text, format_item, format_prompt
 from percli.data.synthetic import planted_token_mask
+from percli.logprobs import IGNORE_INDEX
 from percli.models import chat_prompt_ids
-from percli.scoring import IGNORE_INDEX
 
 
 @dataclass

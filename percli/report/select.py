@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from percli.errors import PercliError
+from percli.example_scores import Scores, align, clusters_of, metric_matrix, read_scores
 from percli.report.collect import Column, Evaluation, Source
-from percli.scores import Scores, align, clusters_of, metric_matrix, read_scores
 from percli.statistics import Delta, pooled_delta
 
 

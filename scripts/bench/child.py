@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
+from percli.logprobs import response_logprobs
 from percli.models import load_model_and_tokenizer
-from percli.scoring import response_logprobs
 from scripts.bench import generation, subject
 from scripts.bench.memory import make_resident, peak_above_baseline_mb
 from scripts.bench.naive import NaivePerCE, naive_logprobs

@@ -14,8 +14,8 @@ import torch
 from omegaconf import DictConfig
 from torch import Tensor
 
+from percli.logprobs import IGNORE_INDEX
 from percli.models import load_model_and_tokenizer
-from percli.scoring import IGNORE_INDEX
 from scripts.bench import subject
 from scripts.bench.stats import interleaved, timed
 

@@ -21,8 +21,8 @@ from transformers import TrainerCallback
 from trl import SFTConfig, SFTTrainer
 
 from percli.data.collate import EncodedPair, PairCollator
+from percli.logprobs import IGNORE_INDEX
 from percli.models import load_model_and_tokenizer
-from percli.scoring import IGNORE_INDEX
 from scripts.bench import subject
 from scripts.bench.stats import Sequential, Stopwatch, timed
 

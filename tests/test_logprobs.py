@@ -7,8 +7,8 @@ import torch
 from helpers import composed
 from perce_util import collate, make_pairs
 
+from percli.logprobs import TokenScorer, response_logprobs, response_mask
 from percli.models import load_model_and_tokenizer
-from percli.scoring import TokenScorer, response_logprobs, response_mask
 from percli.training_setup import build_optimizer
 
 

@@ -208,7 +208,7 @@ def _is_scorer(model: nn.Module) -> bool:
     return False
 
 
-def score_stream(model: nn.Module, batch: dict[str, Any], stream: str, *, with_entropy: bool = False,
+def stream_logprobs(model: nn.Module, batch: dict[str, Any], stream: str, *, with_entropy: bool = False,
                  chunk_size: int = DEFAULT_CHUNK_SIZE) -> TokenScores:
     """TokenScores of one stream ("full" or "free") of a PairCollator batch, through the scorer's forward
     when `model` is a (wrapped) TokenScorer so that DDP / DeepSpeed hooks run."""
@@ -242,8 +242,8 @@ def contrast_batch(model: nn.Module, batch: dict[str, Any], *, with_entropy: boo
     entropy (full stream, or None).
     """
     with torch.no_grad():
-        full = score_stream(model, batch, "full", with_entropy=with_entropy, chunk_size=chunk_size)
-        free = score_stream(model, batch, "free", chunk_size=chunk_size)
+        full = stream_logprobs(model, batch, "full", with_entropy=with_entropy, chunk_size=chunk_size)
+        free = stream_logprobs(model, batch, "free", chunk_size=chunk_size)
     check_aligned(full, free, batch.get("ids"))
     return {"logp_full": full.logp, "logp_free": free.logp, "pir": full.logp - free.logp,
             "row": full.row, "target": full.target, "entropy": full.entropy}
