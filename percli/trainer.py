@@ -38,7 +38,7 @@ from tqdm import tqdm
 from percli import checkpoint as ckpt_lib
 from percli.data.collate import PairCollator, encode_examples
 from percli.data.longlamp import load_examples
-from percli.device import precision
+from percli.device import precision, release_device_memory
 from percli.distributed import global_token_count, max_across_ranks, merge_stats
 from percli.errors import DataError, PercliError
 from percli.io import atomic_write_jsonl
@@ -74,6 +74,7 @@ def train(cfg: DictConfig, run_dir: Path) -> None:
     finally:
         stop.restore()
         release_accelerator(accelerator)
+        release_device_memory()  # the Trainer (model, optimizer states) is gone: evaluation starts clean
 
 
 def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
