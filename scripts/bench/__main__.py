@@ -183,7 +183,9 @@ def main() -> None:
     path = out / "bench.json"
     res = json.loads(path.read_text()) if path.exists() else {}
     run = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load_before": list(os.getloadavg()),
-           "args": {**vars(args), "sections": sorted(args.sections)}}
+           # Where the files went (--out, --merge) is this machine's business, not a setting of the run.
+           "args": {**{k: v for k, v in vars(args).items() if k not in ("out", "merge")},
+                    "sections": sorted(args.sections)}}
     start = time.time()
 
     def save(section: dict) -> None:
