@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from packaging.version import Version
 
 from percli import checkpoint as ckpt_lib
@@ -97,12 +97,14 @@ def check_deepspeed_version(installed: str | None = None) -> None:
             f"'deepspeed>={DEEPSPEED_MIN}'")
 
 
-def check_resume(cfg: DictConfig, run_dir: Path) -> None:
-    """Refuse, before any model loads, to resume a checkpoint whose run had other result-affecting values."""
+def check_resume(cfg: DictConfig, run_dir: Path) -> Path | None:
+    """The checkpoint train.resume names, verified; refused before any model loads when its run had other
+    result-affecting values."""
     ckpt = ckpt_lib.resolve_resume(cfg.train.resume, run_dir)
     if ckpt is not None:
         saved = ckpt_lib.read_trainer_state(ckpt)["fingerprint"]
         ckpt_lib.check_compatible(saved, ckpt_lib.fingerprint(cfg, world_size(cfg), precision(cfg)), ckpt)
+    return ckpt
 
 
 def deepspeed_config(cfg: DictConfig) -> dict[str, Any]:
@@ -173,14 +175,20 @@ def launch(cfg: DictConfig, run_dir: Path, train: Callable[[DictConfig, Path], N
     launcher=local runs it here."""
     run_dir = Path(run_dir)
     check_launcher(cfg)
-    check_resume(cfg, run_dir)
+    ckpt = check_resume(cfg, run_dir)
     warn_idle_gpus(cfg)
     if cfg.launcher.name == "local":
         train(cfg, run_dir)
         return
     if cfg.launcher.name == "deepspeed":
         atomic_write_json(run_dir / "deepspeed_config.json", deepspeed_config(cfg))
-    run_in_workers(cfg, run_dir, "train", run_dir / "config.yaml")
+    config = run_dir / "config.yaml"
+    if ckpt is not None:
+        # The workers resume the checkpoint chosen here (damaged newer ones already reported once), not their
+        # own reading of `auto`.
+        config = run_dir / "worker_config.yaml"
+        atomic_write_text(config, OmegaConf.to_yaml(OmegaConf.merge(cfg, {"train": {"resume": str(ckpt)}}), resolve=True))
+    run_in_workers(cfg, run_dir, "train", config)
 
 
 def run_in_workers(cfg: DictConfig, run_dir: Path, job: str, config: Path) -> None:

@@ -99,12 +99,15 @@ def test_zero3_on_two_ranks_resumes_to_the_same_curve(tmp_path):
     assert len(shards) == 2, shards  # one ZeRO-3 optimizer partition per rank
     manifest = json.loads((run / "checkpoints" / "step-2" / "manifest.json").read_text())
     assert {f"pytorch_model/{s}" for s in shards} <= set(manifest["files"])  # rank 1's shard is verified too
-    for name in ("step-4", "final"):
-        shutil.rmtree(run / "checkpoints" / name)
+    shutil.rmtree(run / "checkpoints" / "final")
+    with open(run / "checkpoints" / "step-4" / "trainer_state.json", "a") as f:
+        f.write(" ")  # damaged: auto skips it (said once, by the parent) and the workers resume step-2
     r = run_cli("train", *BASE, *overrides, f"hydra.run.dir={run}", "train.resume=auto", output_dir=tmp_path,
                 timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stderr.count(f"skipping damaged checkpoint {run}/checkpoints/step-4: trainer_state.json") == 1
     assert f"resumed from {run}/checkpoints/step-2 at step 2/4" in r.stderr
+    assert (run / "checkpoints" / "step-4.damaged").is_dir()  # kept, moved aside when step 4 was saved again
     resumed = read_jsonl(run / "train_log.jsonl")
     assert [x["step"] for x in resumed] == [1, 2, 3, 4]
     for got, want in zip(resumed, full):
