@@ -24,6 +24,8 @@ contributes several of them would treat correlated items as independent and make
   20 equal batches of the draws (the larger of the two limits'). DEFAULT_RESAMPLES = 20,000 keeps it below
   0.001 (0.1 points on a x100 scale) on data like the study's; at 2,000 it is about three times larger,
   enough to make a limit near 0 flip sign between bootstrap seeds.
+- `variance_components`: the seed, user and residual SDs of a (seeds, users) matrix of paired differences
+  (two-way random effects without replication, method of moments), which size a design's MDE.
 - `holm`: Holm's step-down adjustment of the p-values of a family of secondary metrics (the primary metric is
   declared in advance and not adjusted).
 
@@ -140,6 +142,37 @@ def t_interval(seed_means: Sequence[float], confidence: float = DEFAULT_CONFIDEN
         return mean, mean, 1.0 if mean == 0 else 0.0
     half = float(stats.t.ppf(0.5 + confidence / 2, x.size - 1)) * se
     return mean - half, mean + half, float(2 * stats.t.sf(abs(mean) / se, x.size - 1))
+
+
+@dataclass(frozen=True)
+class VarianceComponents:
+    """SDs of d_su = delta + a_s + b_u + e_su: seed effect a, user effect b, residual e."""
+    seed_sd: float
+    user_sd: float
+    residual_sd: float
+
+    def delta_se(self, seeds: int, users: int) -> float:
+        """Standard error of the mean of d over `seeds` x `users`."""
+        return math.sqrt(self.seed_sd ** 2 / seeds + self.user_sd ** 2 / users
+                         + self.residual_sd ** 2 / (seeds * users))
+
+
+def variance_components(diffs: np.ndarray) -> VarianceComponents:
+    """Method-of-moments components of a (seeds, users) matrix, one value per seed and user (the expected mean
+    squares of the two-way layout: MS_seed = U s_a^2 + s_e^2, MS_user = S s_b^2 + s_e^2, MS_res = s_e^2). A
+    component whose estimate is negative (its mean square below the residual's) is 0."""
+    d = np.asarray(diffs, dtype=float)
+    if d.ndim != 2 or min(d.shape) < 2:
+        raise ValueError(f"variance components need a (seeds, users) matrix with 2+ of each, got shape {d.shape}")
+    n_seeds, n_users = d.shape
+    grand, seed_means, user_means = d.mean(), d.mean(axis=1), d.mean(axis=0)
+    ms_seed = n_users * float(((seed_means - grand) ** 2).sum()) / (n_seeds - 1)
+    ms_user = n_seeds * float(((user_means - grand) ** 2).sum()) / (n_users - 1)
+    resid = d - seed_means[:, None] - user_means[None, :] + grand
+    ms_res = float((resid ** 2).sum()) / ((n_seeds - 1) * (n_users - 1))
+    return VarianceComponents(seed_sd=math.sqrt(max(0.0, (ms_seed - ms_res) / n_users)),
+                              user_sd=math.sqrt(max(0.0, (ms_user - ms_res) / n_seeds)),
+                              residual_sd=math.sqrt(ms_res))
 
 
 def holm(p_values: dict[str, float]) -> dict[str, float]:

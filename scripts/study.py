@@ -75,6 +75,7 @@ COMPARISONS = (
 )
 # The variance components of PerCE - CE METEOR (x100) in study v1 (results/study_v1/), and CE's METEOR there.
 SEED_SD, USER_SD, RESIDUAL_SD = 1.9, 3.5, 10.9
+V1_COMPONENTS = statistics.VarianceComponents(SEED_SD, USER_SD, RESIDUAL_SD)
 CE_METEOR = 23.9
 TEST_USERS = 144
 VAL_USERS = 48
@@ -86,12 +87,12 @@ MECHANISM_KEYS = ("planted_token_share", "planted_weight_mass", "planted_weight_
 
 # ---------------------------------------------------------------------------------------------------- power
 def mde(seeds: int, users: int = TEST_USERS, *, t_quantiles: bool = True, power: float = POWER,
-        confidence: float = CONFIDENCE) -> float:
+        confidence: float = CONFIDENCE, components: statistics.VarianceComponents = V1_COMPONENTS) -> float:
     """The minimum detectable effect (METEOR x100) of a paired delta over `seeds` seeds x `users` users (one item
-    each) under d_su = delta + a_s + b_u + e_su with the v1 variance components:
+    each) under d_su = delta + a_s + b_u + e_su with the given variance components (default: v1's):
     (q_conf + q_power) x sqrt(SEED_SD^2 / S + USER_SD^2 / U + RESIDUAL_SD^2 / (S U)), with t quantiles on S - 1
     degrees of freedom (the t-interval over seed means must exclude 0 too), or normal ones."""
-    se = math.sqrt(SEED_SD ** 2 / seeds + USER_SD ** 2 / users + RESIDUAL_SD ** 2 / (seeds * users))
+    se = components.delta_se(seeds, users)
     dist = stats.t(seeds - 1) if t_quantiles else stats.norm()
     return float((dist.ppf(0.5 + confidence / 2) + dist.ppf(power)) * se)
 
@@ -327,21 +328,46 @@ def run_study(study: Study, seeds: list[int], report: Path, arms: list[str] | No
 
 
 # ---------------------------------------------------------------------------------------------------- report
-def pooled(study: Study, base: str, other: str) -> tuple[list[int], dict[str, statistics.Delta]]:
-    """Seeds where both arms have a test run, and per metric the delta pooled over them."""
+def paired_tests(study: Study, base: str, other: str) -> tuple[list[int], dict[str, np.ndarray], list[str] | None]:
+    """Seeds where both arms have a test run; per metric the aligned (2 x seeds, examples) scores, base rows
+    first; each example's user."""
     seeds = [s for s in range(max(SEEDS.values())) if study.test_run(base, s) and study.test_run(other, s)]
     if not seeds:
-        return [], {}
+        return [], {}, None
     names = [study.test_run(arm, s) for arm in (base, other) for s in seeds]
     runs = [read_scores(study.results / n) for n in names]
     _, positions = align(runs, names)
-    clusters = clusters_of(runs, positions)
-    out = {}
-    for metric in METRICS:
-        m = metric_matrix(runs, positions, metric)
-        if m is not None:
-            out[metric] = statistics.pooled_delta(m[:len(seeds)], m[len(seeds):], clusters)
-    return seeds, out
+    matrices = {metric: m for metric in METRICS if (m := metric_matrix(runs, positions, metric)) is not None}
+    return seeds, matrices, clusters_of(runs, positions)
+
+
+def pooled(study: Study, base: str, other: str) -> tuple[list[int], dict[str, statistics.Delta]]:
+    """Seeds where both arms have a test run, and per metric the delta pooled over them."""
+    seeds, matrices, clusters = paired_tests(study, base, other)
+    return seeds, {metric: statistics.pooled_delta(m[:len(seeds)], m[len(seeds):], clusters)
+                   for metric, m in matrices.items()}
+
+
+def reached_lines(study: Study) -> list[str]:
+    """The MDE each comparison with CE has reached and will reach, from the variance components of its own
+    paired METEOR differences (x100, per user: the mean of the user's items), once 2 seeds are paired."""
+    lines = ["| comparison | seeds | seed SD | user SD | residual SD | CE's METEOR | MDE now | MDE at the planned "
+             "seeds |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for base, other, _ in COMPARISONS:
+        seeds, matrices, clusters = paired_tests(study, base, other)
+        if base != "ce" or len(seeds) < 2 or PRIMARY not in matrices:
+            continue
+        m = matrices[PRIMARY] * 100
+        sums, counts = statistics.cluster_sums(m[len(seeds):] - m[:len(seeds)], clusters)
+        v = statistics.variance_components(sums / counts)
+        ce, planned, users = float(m[:len(seeds)].mean()), min(SEEDS[base], SEEDS[other]), counts.size
+        now, later = mde(len(seeds), users, components=v), mde(planned, users, components=v)
+        lines.append(f"| {ARMS[other][0]} - {ARMS[base][0]} | {len(seeds)} | {v.seed_sd:.2f} | {v.user_sd:.2f} | "
+                     f"{v.residual_sd:.2f} | {ce:.2f} | {now:.2f} ({now / ce:.1%}) | {planned}: {later:.2f} "
+                     f"({later / ce:.1%}) |")
+    if len(lines) == 2:
+        return ["(none yet: no arm has 2 seeds paired with CE's)"]
+    return lines
 
 
 def evidence_p(d: statistics.Delta) -> float:
@@ -654,6 +680,11 @@ def write_report(study: Study, out: Path) -> None:
                      + f" | {_fmt(mc, digits=3)} |")
     lines += ["", f"![METEOR deltas with both intervals]({picture.name})" if drew else
               "(no picture yet: no comparison has 2 seeds)", "",
+              "## The minimum detectable effect reached", "",
+              "The design below sized the seeds from study v1's variance components. These are the components "
+              "measured here, from each comparison's per-user METEOR differences (seed, user and residual SD, "
+              "method of moments), and the MDE they give (80% power, two-sided 95%, t quantiles on seeds - 1 df), "
+              "in points and as a share of CE's test METEOR over the same seeds.", "", *reached_lines(study), "",
               "## Mechanism: weight on planted-name tokens against the others", "",
               "From train_log.jsonl (per step, from the synthetic truth spans; mean over steps and the arm's seeds): "
               "the share of response tokens inside a planted name, the share of the step's weight sum they carry, "

@@ -16,6 +16,7 @@ from percli.statistics import (
     sign_flip_p_value,
     t_interval,
     two_level_bootstrap,
+    variance_components,
 )
 
 
@@ -116,6 +117,26 @@ def test_pooled_delta_carries_the_t_interval_of_its_seed_means() -> None:
     # not significant, and format_delta shows both intervals.
     assert d.ci_low > 0 and d.t_low < 0 < d.t_high and not d.significant
     assert format_delta(d) == f"+3.00 [{d.ci_low * 100:+.2f}, {d.ci_high * 100:+.2f}] t[-3.57, +9.57]"
+
+
+def test_variance_components_by_hand() -> None:
+    """[[1, 3], [2, 8]]: grand 3.5, seed means 2 and 5, user means 1.5 and 5.5, residuals +-1.
+    MS_seed = 2 x 4.5 = 9, MS_user = 2 x 8 = 16, MS_res = 4 / 1 = 4, so s_a^2 = (9 - 4) / 2 = 2.5,
+    s_b^2 = (16 - 4) / 2 = 6, s_e^2 = 4."""
+    v = variance_components(np.array([[1.0, 3.0], [2.0, 8.0]]))
+    assert (v.seed_sd, v.user_sd, v.residual_sd) == pytest.approx((np.sqrt(2.5), np.sqrt(6.0), 2.0))
+    assert v.delta_se(2, 2) == pytest.approx(np.sqrt(2.5 / 2 + 6 / 2 + 4 / 4))
+    # Seed means that differ less than the residual implies: the seed component is 0, not negative.
+    assert variance_components(np.array([[0.0, 4.0], [4.0, 0.0]])).seed_sd == 0.0
+    with pytest.raises(ValueError, match="2\\+ of each, got shape \\(1, 3\\)"):
+        variance_components(np.zeros((1, 3)))
+
+
+def test_variance_components_recover_a_simulated_layout() -> None:
+    rng = np.random.default_rng(0)
+    d = rng.normal(0, 2.0, (40, 1)) + rng.normal(0, 3.0, (1, 400)) + rng.normal(0, 10.0, (40, 400))
+    v = variance_components(d)
+    assert (v.seed_sd, v.user_sd, v.residual_sd) == pytest.approx((2.0, 3.0, 10.0), rel=0.25)
 
 
 def test_holm_adjusts_step_down() -> None:

@@ -8,11 +8,13 @@ import runpy
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 from test_report import OK, make_run
 
 from percli.report.collect import collect, find_run_dirs
 from percli.report.select import select
+from percli.statistics import variance_components
 
 REPO = Path(__file__).resolve().parents[1]
 IDS = [f"review-test-u{u:03d}-0" for u in range(112, 120)]
@@ -47,14 +49,20 @@ LOG = [{"step": 1, "planted_token_share": 0.07, "planted_weight_mass": 0.20, "pl
         "other_weight_mean": 0.93, "planted_pir_mean": 3.8, "other_pir_mean": 0.3}]
 
 
-def pilot_done(study, results: Path, arm: str, shift: float = 0.0) -> None:
-    """`arm`'s pilot on VAL, and its pilot seeds' test runs at 2e-4 (per-example test scores + `shift`)."""
+def base_scores(seed: int) -> list[float]:
+    return [0.20 + 0.01 * k + 0.003 * seed for k in range(len(IDS))]
+
+
+def pilot_done(study, results: Path, arm: str, shift: float | list[list[float]] = 0.0) -> None:
+    """`arm`'s pilot on VAL, and its pilot seeds' test runs at 2e-4: per-example test scores + `shift` (one
+    number, or one per seed and example)."""
     for lr, vals in VAL.items():
         for seed, val in zip(study.PILOT_SEEDS, vals):
             fake_run(results, study.run_name(arm, lr, seed), val, log=LOG)
     for seed in study.PILOT_SEEDS:
-        base = [0.20 + 0.01 * k + 0.003 * seed for k in range(len(IDS))]
-        fake_run(results, f"{study.run_name(arm, 2e-4, seed)}_test", 0.0, scores=[b + shift for b in base])
+        add = shift[seed] if isinstance(shift, list) else [shift] * len(IDS)
+        fake_run(results, f"{study.run_name(arm, 2e-4, seed)}_test", 0.0,
+                 scores=[b + a for b, a in zip(base_scores(seed), add)])
 
 
 def test_the_mde_arithmetic(study) -> None:
@@ -129,6 +137,28 @@ def test_report_pools_the_paired_deltas_with_both_intervals(study, tmp_path: Pat
     assert mech.startswith("| PerCE | 2 | 8.0% | 21.0% | 3.100 | 0.940 | 3.700 | 0.200 |")
     assert "12 seeds: MDE 2.07 points (8.7% of CE)" in text and "10 seeds are the fewest that reach 2.39" in text
     assert (tmp_path / "study_deltas.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_gives_the_mde_reached_from_the_measured_variance_components(study, tmp_path: Path) -> None:
+    # PerCE - CE METEOR x100 per user: seed 1 is 2 points above seed 0, users alternate +-3 around it, and
+    # one residual of +-1 breaks the additivity.
+    diffs = [[3.0, -3.0] * 4, [5.0, -1.0] * 4]
+    diffs[1][0] += 1.0
+    diffs[1][1] -= 1.0
+    results = tmp_path / "results"
+    pilot_done(study, results, "ce")
+    pilot_done(study, results, "perce", shift=[[d / 100 for d in row] for row in diffs])
+    report = tmp_path / "study.md"
+    study.write_report(study.Study(results, tmp_path / "work", False, []), report)
+    v = variance_components(np.array(diffs))
+    assert v.seed_sd > 0 and v.user_sd > 0 and v.residual_sd > 0
+    ce = 100 * float(np.mean([base_scores(0), base_scores(1)]))
+    now, later = study.mde(2, 8, components=v), study.mde(12, 8, components=v)
+    row = next(line for line in report.read_text().splitlines() if line.startswith("| PerCE - CE | 2 | "))
+    assert row == (f"| PerCE - CE | 2 | {v.seed_sd:.2f} | {v.user_sd:.2f} | {v.residual_sd:.2f} | {ce:.2f} | "
+                   f"{now:.2f} ({now / ce:.1%}) | 12: {later:.2f} ({later / ce:.1%}) |")
+    # the v1 components give the design's numbers back
+    assert study.mde(12, components=study.V1_COMPONENTS) == study.mde(12)
 
 
 def test_each_process_is_logged_and_the_budget_counts_the_elapsed_span(study, tmp_path: Path, monkeypatch) -> None:
