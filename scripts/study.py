@@ -34,6 +34,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from scipy import stats
@@ -348,23 +349,42 @@ def pooled(study: Study, base: str, other: str) -> tuple[list[int], dict[str, st
                    for metric, m in matrices.items()}
 
 
+class Reached(NamedTuple):
+    """What a comparison's own paired METEOR differences say about its power."""
+    seeds: int
+    users: int
+    components: statistics.VarianceComponents
+    baseline: float          # the baseline arm's mean test METEOR (x100) over the paired seeds
+
+    def mde(self, seeds: int | None = None) -> float:
+        return mde(seeds or self.seeds, self.users, components=self.components)
+
+
+def reached(study: Study, base: str, other: str) -> Reached | None:
+    """The variance components of other - base METEOR (x100, per user: the mean of the user's items), once 2
+    seeds are paired."""
+    seeds, matrices, clusters = paired_tests(study, base, other)
+    if len(seeds) < 2 or PRIMARY not in matrices:
+        return None
+    m = matrices[PRIMARY] * 100
+    sums, counts = statistics.cluster_sums(m[len(seeds):] - m[:len(seeds)], clusters)
+    return Reached(len(seeds), int(counts.size), statistics.variance_components(sums / counts),
+                   float(m[:len(seeds)].mean()))
+
+
 def reached_lines(study: Study) -> list[str]:
-    """The MDE each comparison with CE has reached and will reach, from the variance components of its own
-    paired METEOR differences (x100, per user: the mean of the user's items), once 2 seeds are paired."""
+    """The MDE each comparison with CE has reached, and will reach at its planned seeds."""
     lines = ["| comparison | seeds | seed SD | user SD | residual SD | CE's METEOR | MDE now | MDE at the planned "
              "seeds |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for base, other, _ in COMPARISONS:
-        seeds, matrices, clusters = paired_tests(study, base, other)
-        if base != "ce" or len(seeds) < 2 or PRIMARY not in matrices:
+        r = reached(study, base, other) if base == "ce" else None
+        if r is None:
             continue
-        m = matrices[PRIMARY] * 100
-        sums, counts = statistics.cluster_sums(m[len(seeds):] - m[:len(seeds)], clusters)
-        v = statistics.variance_components(sums / counts)
-        ce, planned, users = float(m[:len(seeds)].mean()), min(SEEDS[base], SEEDS[other]), counts.size
-        now, later = mde(len(seeds), users, components=v), mde(planned, users, components=v)
-        lines.append(f"| {ARMS[other][0]} - {ARMS[base][0]} | {len(seeds)} | {v.seed_sd:.2f} | {v.user_sd:.2f} | "
-                     f"{v.residual_sd:.2f} | {ce:.2f} | {now:.2f} ({now / ce:.1%}) | {planned}: {later:.2f} "
-                     f"({later / ce:.1%}) |")
+        v, planned = r.components, min(SEEDS[base], SEEDS[other])
+        now, later = r.mde(), r.mde(planned)
+        lines.append(f"| {ARMS[other][0]} - {ARMS[base][0]} | {r.seeds} | {v.seed_sd:.2f} | {v.user_sd:.2f} | "
+                     f"{v.residual_sd:.2f} | {r.baseline:.2f} | {now:.2f} ({now / r.baseline:.1%}) | {planned}: "
+                     f"{later:.2f} ({later / r.baseline:.1%}) |")
     if len(lines) == 2:
         return ["(none yet: no arm has 2 seeds paired with CE's)"]
     return lines
@@ -389,15 +409,18 @@ def cell(d: statistics.Delta, holm_p: float | None = None) -> str:
     return text
 
 
-def verdict(d: statistics.Delta | None, seeds: int) -> str:
+def verdict(d: statistics.Delta | None, seeds: int, power: Reached | None = None) -> str:
     if d is None:
         return "not measured yet"
     both = f"METEOR {statistics.format_delta(d)} over {seeds} seeds"
     if d.significant:
         return f"{'yes' if d.delta > 0 else 'no, it is worse'}: {both}; the bootstrap CI and the t-interval both exclude 0"
-    reach = mde(seeds) if seeds > 1 else float("nan")
-    return (f"no detectable difference: {both}; at least one interval includes 0 (this many seeds resolve "
-            f"{reach:.1f} METEOR points at 80% power)")
+    if power is None:
+        return f"no detectable difference: {both}; at least one interval includes 0"
+    reach = power.mde()
+    return (f"no detectable difference: {both}; at least one interval includes 0 (with the variance measured "
+            f"here, this many seeds resolve {reach:.1f} METEOR points, {reach / power.baseline:.0%} of CE, at 80% "
+            "power)")
 
 
 def _fmt(x: float | None, scale: float = 100.0, digits: int = 2) -> str:
@@ -657,7 +680,7 @@ def write_report(study: Study, out: Path) -> None:
     drew = plot({k: v for k, v in results.items() if len(v[0]) > 1}, picture)
     done = sum(1 for p in study.results.iterdir() if (p / "metrics.json").is_file()) if study.results.is_dir() else 0
     lines = ["# Does PerCE beat CE? The powered study, and what makes LongCE read the profile", "",
-             f"**Answer{'' if not planner.planned else ' so far'}: {verdict(main.get(PRIMARY), len(seeds))}.**", "",
+             f"**Answer{'' if not planner.planned else ' so far'}: {verdict(main.get(PRIMARY), len(seeds), reached(study, 'ce', 'perce'))}.**", "",
              f"Status: {'complete' if not planner.planned else 'INCOMPLETE'}: {done} runs finished; "
              + ("every planned run is done." if not planner.planned else
                 f"{len(planner.planned)} steps remain (`make study` continues where this stopped; the first few: "
@@ -684,7 +707,9 @@ def write_report(study: Study, out: Path) -> None:
               "The design below sized the seeds from study v1's variance components. These are the components "
               "measured here, from each comparison's per-user METEOR differences (seed, user and residual SD, "
               "method of moments), and the MDE they give (80% power, two-sided 95%, t quantiles on seeds - 1 df), "
-              "in points and as a share of CE's test METEOR over the same seeds.", "", *reached_lines(study), "",
+              "in points and as a share of CE's test METEOR over the same seeds. With few seeds the seed SD is "
+              "poorly determined (seeds - 1 df; 0 when the seed means differ less than the residual implies), so "
+              "the planned-seeds column firms up as seeds finish.", "", *reached_lines(study), "",
               "## Mechanism: weight on planted-name tokens against the others", "",
               "From train_log.jsonl (per step, from the synthetic truth spans; mean over steps and the arm's seeds): "
               "the share of response tokens inside a planted name, the share of the step's weight sum they carry, "

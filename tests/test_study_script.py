@@ -154,7 +154,10 @@ def test_report_gives_the_mde_reached_from_the_measured_variance_components(stud
     assert v.seed_sd > 0 and v.user_sd > 0 and v.residual_sd > 0
     ce = 100 * float(np.mean([base_scores(0), base_scores(1)]))
     now, later = study.mde(2, 8, components=v), study.mde(12, 8, components=v)
-    row = next(line for line in report.read_text().splitlines() if line.startswith("| PerCE - CE | 2 | "))
+    text = report.read_text()
+    assert (f"at least one interval includes 0 (with the variance measured here, this many seeds resolve "
+            f"{now:.1f} METEOR points, {now / ce:.0%} of CE, at 80% power).**") in text
+    row = next(line for line in text.splitlines() if line.startswith("| PerCE - CE | 2 | "))
     assert row == (f"| PerCE - CE | 2 | {v.seed_sd:.2f} | {v.user_sd:.2f} | {v.residual_sd:.2f} | {ce:.2f} | "
                    f"{now:.2f} ({now / ce:.1%}) | 12: {later:.2f} ({later / ce:.1%}) |")
     # the v1 components give the design's numbers back
