@@ -563,7 +563,16 @@ def estimate_lines() -> list[str]:
     ]
 
 
-def budget_lines(study: Study) -> list[str]:
+def planned_kind(step: str) -> str | None:
+    """pilot / test / main for a planned step's label; None for a pilot whose extensions are not known yet."""
+    if step.endswith("score on test"):
+        return "main"
+    if step.endswith("_test"):
+        return "test" if int(step.rsplit("_s", 1)[1][:-len("_test")]) in PILOT_SEEDS else "main"
+    return None if "grid extensions" in step else "pilot"
+
+
+def budget_lines(study: Study, planned: list[str] | None = None) -> list[str]:
     log = study.results / "study_log.jsonl"
     rows = [json.loads(x) for x in log.read_text().splitlines()] if log.is_file() else []
     if not rows:
@@ -587,6 +596,15 @@ def budget_lines(study: Study) -> list[str]:
     loads = [r["load_avg_15min"] for r in rows if r.get("load_avg_15min") is not None]
     if loads:
         lines.append(f"- 15-min load average when runs ended: {min(loads):.1f} to {max(loads):.1f}")
+    kinds = [planned_kind(step) for step in planned or []]
+    means = {k: np.mean([r["seconds"] for r in rows if _kind(r) == k]) for k in ("pilot", "test", "main")
+             if any(_kind(r) == k for r in rows)}
+    if kinds and all(k in means for k in kinds if k is not None):
+        left = sum(means[k] for k in kinds if k is not None)
+        open_grids = kinds.count(None)
+        lines.append(f"- still to run, at these means: {left / 3600:.1f} h of process time ({left / 7200:.1f} h with "
+                     "two runners)" + (f", plus {open_grids} pilot(s) whose grid is not settled yet" if open_grids
+                                      else ""))
     return lines
 
 
@@ -718,7 +736,7 @@ def write_report(study: Study, out: Path) -> None:
               "## Test scores (x100, mean (sd) over seeds)", "", *test_lines(study), "",
               "## lr pilot on val", "", *selection_lines(study), "",
               *design_lines(),
-              "## Budget", "", *estimate_lines(), "", "Measured so far:", "", *budget_lines(study), ""]
+              "## Budget", "", *estimate_lines(), "", "Measured so far:", "", *budget_lines(study, planner.planned), ""]
     atomic_write_text(out, "\n".join(lines))
     print(f"percli study: wrote {out}" + (f" and {picture}" if drew else ""), flush=True)
 

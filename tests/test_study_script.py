@@ -180,6 +180,14 @@ def test_each_process_is_logged_and_the_budget_counts_the_elapsed_span(study, tm
         "Finished: 2 processes, 1.2 h of process wall time; 1.2 h from the first start to the last finish.",
         "- pilot runs (train + val scoring): 1, mean 1800 s (min 1800, max 1800)",
         "- main runs (train + test scoring): 1, mean 2700 s (min 2700, max 2700)"]
+    # What is left, at the measured means: a pilot run (1800 s) and two main runs (2700 s each) = 2.0 h.
+    planned = ["perce_lr0.0002_s0", "ce_lr0.0002_s3_test", "dft_s4: train at the selected lr and score on test",
+               "longce: grid extensions while the selected lr is the edge of the grid, then its pilot seeds' test runs"]
+    assert study.budget_lines(s, planned)[-1] == ("- still to run, at these means: 2.0 h of process time (1.0 h with "
+                                                  "two runners), plus 1 pilot(s) whose grid is not settled yet")
+    # A pilot seed's test scoring has no measured mean here: no projection rather than a wrong one.
+    assert "still to run" not in study.budget_lines(s, ["perce_lr0.0002_s1_test"])[-1]
+    assert [study.planned_kind(x) for x in planned] == ["pilot", "main", "main", None]
 
 
 def test_main_phase_runners_take_disjoint_seeds_once_the_pilot_is_done(study, tmp_path: Path) -> None:
