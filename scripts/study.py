@@ -83,7 +83,7 @@ VAL_USERS = 48
 STEPS_PER_RUN = 32    # conf/experiment/study.yaml: 64 examples / batch 4 x 2 epochs
 POWER, CONFIDENCE = 0.80, 0.95
 MECHANISM_KEYS = ("planted_token_share", "planted_weight_mass", "planted_weight_mean", "other_weight_mean",
-                  "planted_pir_mean", "other_pir_mean")
+                  "planted_pir_mean", "other_pir_mean", "clip_low", "clip_high")
 
 
 # ---------------------------------------------------------------------------------------------------- power
@@ -641,10 +641,12 @@ def test_lines(study: Study) -> list[str]:
 
 def mechanism_lines(study: Study) -> list[str]:
     """Per arm: the weight on planted-name tokens against the others during training (train_log.jsonl, mean over
-    steps and seeds), and what the test generations do with the names."""
+    steps and seeds), the share of tokens whose raw score the loss clips to its floor or its cap, and what the
+    test generations do with the names."""
     lines = ["| arm | seeds | planted share of tokens | planted share of weight | mean weight, planted | "
-             "mean weight, other | mean PIR, planted | mean PIR, other | test planted recall |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "mean weight, other | mean PIR, planted | mean PIR, other | tokens at the floor | tokens at the cap | "
+             "test planted recall |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for arm, (label, _) in ARMS.items():
         logs = [rows for rows in (study.train_log(arm, s) for s in range(SEEDS[arm])) if rows]
         vals = {}
@@ -656,7 +658,8 @@ def mechanism_lines(study: Study) -> list[str]:
         lines.append(f"| {label} | {len(logs)} | {_fmt(vals['planted_token_share'], digits=1)}% | "
                      f"{_fmt(vals['planted_weight_mass'], digits=1)}% | {_fmt(vals['planted_weight_mean'], 1, 3)} | "
                      f"{_fmt(vals['other_weight_mean'], 1, 3)} | {_fmt(vals['planted_pir_mean'], 1, 3)} | "
-                     f"{_fmt(vals['other_pir_mean'], 1, 3)} | {_fmt(float(np.mean(recall)) if recall else None)} |")
+                     f"{_fmt(vals['other_pir_mean'], 1, 3)} | {_fmt(vals['clip_low'], digits=1)}% | "
+                     f"{_fmt(vals['clip_high'], digits=1)}% | {_fmt(float(np.mean(recall)) if recall else None)} |")
     return lines
 
 
@@ -731,7 +734,10 @@ def write_report(study: Study, out: Path) -> None:
               "## Mechanism: weight on planted-name tokens against the others", "",
               "From train_log.jsonl (per step, from the synthetic truth spans; mean over steps and the arm's seeds): "
               "the share of response tokens inside a planted name, the share of the step's weight sum they carry, "
-              "the mean weight and mean PIR on planted and on other tokens (PIR only where the loss computes it).", "",
+              "the mean weight and mean PIR on planted and on other tokens (PIR only where the loss computes it), and "
+              "the share of all tokens whose raw score the loss clips to its floor or to its cap (PerCE: PIR below 0.8 "
+              "or above 5; without the floor, PIR below 0 gets weight 0; LongCE: exp(PIR) above 5, i.e. PIR above "
+              "1.61, and no floor; CE and DFT clip nothing).", "",
               *mechanism_lines(study), "",
               "## Test scores (x100, mean (sd) over seeds)", "", *test_lines(study), "",
               "## lr pilot on val", "", *selection_lines(study), "",

@@ -44,9 +44,9 @@ def fake_run(results: Path, name: str, meteor: float, *, scores: list[float] | N
 
 
 LOG = [{"step": 1, "planted_token_share": 0.07, "planted_weight_mass": 0.20, "planted_weight_mean": 3.0,
-        "other_weight_mean": 0.95, "planted_pir_mean": 3.6, "other_pir_mean": 0.1},
+        "other_weight_mean": 0.95, "planted_pir_mean": 3.6, "other_pir_mean": 0.1, "clip_low": 0.85, "clip_high": 0.03},
        {"step": 2, "planted_token_share": 0.09, "planted_weight_mass": 0.22, "planted_weight_mean": 3.2,
-        "other_weight_mean": 0.93, "planted_pir_mean": 3.8, "other_pir_mean": 0.3}]
+        "other_weight_mean": 0.93, "planted_pir_mean": 3.8, "other_pir_mean": 0.3, "clip_low": 0.90, "clip_high": 0.04}]
 
 
 def base_scores(seed: int) -> list[float]:
@@ -134,7 +134,7 @@ def test_report_pools_the_paired_deltas_with_both_intervals(study, tmp_path: Pat
     assert "| 2 | +2.00 [+2.00, +2.00] t[+2.00, +2.00] (+8.5%)* |" in row
     assert "p_Holm=0.0078† |" in row          # rouge1, the one secondary metric here: both intervals exclude 0
     mech = next(line for line in text.splitlines() if line.startswith("| PerCE | 2 |"))
-    assert mech.startswith("| PerCE | 2 | 8.0% | 21.0% | 3.100 | 0.940 | 3.700 | 0.200 |")
+    assert mech.startswith("| PerCE | 2 | 8.0% | 21.0% | 3.100 | 0.940 | 3.700 | 0.200 | 87.5% | 3.5% |")
     assert "12 seeds: MDE 2.07 points (8.7% of CE)" in text and "10 seeds are the fewest that reach 2.39" in text
     assert (tmp_path / "study_deltas.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
