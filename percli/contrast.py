@@ -2,13 +2,14 @@
 
 The scoring itself is `percli.logprobs`, the weights `percli.losses`, the AUC `percli.statistics` and the page
 `percli.report.heatmap`; this command picks the examples (optionally with the shuffled-profile control),
-scores them in length-sorted batches, and summarises how well PIR finds the planted personal tokens of
-synthetic data.
+scores them in length-sorted batches, summarises how well PIR finds the planted personal tokens of
+synthetic data, and shows where the loss's weight goes (`weight_shares`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,43 @@ def _quantiles(x: Tensor) -> dict[str, float]:
     qs = {"min": 0.0, "p05": 0.05, "p25": 0.25, "p50": 0.5, "p75": 0.75, "p95": 0.95, "max": 1.0}
     values = torch.quantile(x.double(), torch.tensor(list(qs.values()), dtype=torch.float64))
     return {k: round(float(v), 4) for k, v in zip(qs, values)}
+
+
+# Bands of PIR for the tokens outside the planted names: the profile makes the token less likely, changes it
+# little, makes it likelier, or likelier than LongCE's cap (exp(PIR) = 5 at PIR = ln 5).
+PIR_BANDS = ((-math.inf, -0.5), (-0.5, 0.5), (0.5, math.log(5.0)), (math.log(5.0), math.inf))
+
+
+def weight_shares(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Where the loss's weight goes, per group of response tokens: the group's share of the tokens, their mean
+    PIR and mean weight, and their share of the total weight (what a relative weighting changes under Adam).
+
+    With truth spans (rows with "planted"), the first token of each planted name, its later tokens and the token
+    just before a name are groups of their own; the remaining tokens (all of them without truth) go by PIR_BANDS.
+    """
+    groups: dict[str, list[tuple[float, float]]] = {}
+    if any("planted" in row for row in rows):
+        groups = {"first token of a name": [], "later tokens of a name": [], "token before a name": []}
+    bands = {f"PIR in {'(-inf' if a == -math.inf else f'[{a:.2f}'}, {'inf' if b == math.inf else f'{b:.2f}'})": (a, b)
+             for a, b in PIR_BANDS}
+    groups |= {label: [] for label in bands}
+    for row in rows:
+        planted = set(row.get("planted", ()))
+        for i, t in enumerate(row["tokens"]):
+            if i in planted:
+                label = "later tokens of a name" if i - 1 in planted else "first token of a name"
+            elif i + 1 in planted:
+                label = "token before a name"
+            else:
+                label = next(k for k, (a, b) in bands.items() if a <= t["pir"] < b)
+            groups[label].append((t["pir"], t["weight"]))
+    tokens = sum(len(v) for v in groups.values())
+    weight = sum(w for v in groups.values() for _, w in v)
+    return [{"group": label, "tokens": len(v), "token_share": round(len(v) / tokens, 4) if tokens else None,
+             "pir_mean": round(sum(p for p, _ in v) / len(v), 4) if v else None,
+             "weight_mean": round(sum(w for _, w in v) / len(v), 4) if v else None,
+             "weight_share": round(sum(w for _, w in v) / weight, 4) if weight else None}
+            for label, v in groups.items()]
 
 
 def _score_pairs(scorer: TokenScorer, pairs: list, collator: Any, batch_size: int, device: torch.device,
@@ -140,6 +178,7 @@ def run(cfg: Any, run_dir: Path) -> None:
             "other_tokens": len(truth_neg), "mean_pir_planted": round(sum(truth_pos) / len(truth_pos), 4),
             "mean_pir_other": round(sum(truth_neg) / len(truth_neg), 4) if truth_neg else None,
         }
+    summary["weight_shares"] = weight_shares(rows)
     atomic_write_jsonl(run_dir / "contrast.jsonl", rows)
     atomic_write_json(run_dir / "contrast_summary.json", summary)
     atomic_write_text(run_dir / "contrast.html", render_html(rows[: c.html_max_examples], summary))
@@ -161,5 +200,10 @@ def format_summary(s: dict[str, Any], run_dir: Path) -> str:
         p = s["planted"]
         lines.append(f"  planted tokens: AUC {p['auc']:.4f} ({p['planted_tokens']} planted vs {p['other_tokens']} "
                      f"other tokens), mean PIR planted {p['mean_pir_planted']:.4f} vs other {p['mean_pir_other']:.4f}")
+    lines.append(f"  where loss={s['loss']}'s weight goes (share of tokens, mean PIR, mean weight, share of the weight):")
+    for g in s["weight_shares"]:
+        if g["tokens"]:
+            lines.append(f"    {g['group']:<24} {100 * g['token_share']:5.1f}%  PIR {g['pir_mean']:+7.3f}  "
+                         f"weight {g['weight_mean']:6.3f}  {100 * g['weight_share']:5.1f}%")
     lines.append(f"  wrote {run_dir / 'contrast.jsonl'}, contrast.html, contrast_summary.json")
     return "\n".join(lines)

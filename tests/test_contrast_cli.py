@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from helpers import only_run_dir
 
-from percli.contrast import shuffle_profiles
+from percli.contrast import shuffle_profiles, weight_shares
 from percli.data.example import Example
 from percli.data.synthetic import planted_token_mask
 from percli.errors import DataError
@@ -65,6 +65,11 @@ def test_contrast_tiny_end_to_end(cli, tmp_path: Path) -> None:
     assert f"percli contrast: 6 examples, {n_tokens} response tokens" in r.stdout
     assert re.search(r"PIR mean -?\d+\.\d{4}\s+min .* p05 .* median .* p95 .* max", r.stdout)
     assert "% at the low bound" in r.stdout and "planted tokens: AUC" in r.stdout
+    groups = summary["weight_shares"]
+    assert [g["group"] for g in groups][:3] == ["first token of a name", "later tokens of a name", "token before a name"]
+    assert sum(g["tokens"] for g in groups) == n_tokens
+    assert sum(g["weight_share"] for g in groups if g["tokens"]) == pytest.approx(1.0, abs=1e-3)
+    assert "where loss=perce's weight goes" in r.stdout
     assert "contrast: 100%" in r.stderr  # the tqdm progress bar
     # the heatmap: self-contained (no external resource), one hover title per visible token
     page = (run / "contrast.html").read_text()
@@ -95,6 +100,27 @@ def test_auc_values() -> None:
     assert auc([1.0], [1.0]) == 0.5
     assert auc([1.0, 2.0], [1.0, 0.0]) == 0.875  # (0.5 + 1 + 1 + 1) / 4
     assert auc([2.0, 0.0, 5.0], [1.0, 3.0]) == pytest.approx(3 / 6)
+
+
+def _tokens(*pir_weight: tuple[float, float]) -> list[dict]:
+    return [{"pir": p, "weight": w} for p, w in pir_weight]
+
+
+def test_weight_shares_by_name_position_and_pir_band() -> None:
+    rows = [{"tokens": _tokens((-1.0, 0.8), (2.0, 2.0), (3.0, 3.0), (5.0, 5.0), (0.0, 0.8)), "planted": [2, 3]},
+            {"tokens": _tokens((1.0, 1.0), (2.0, 2.0)), "planted": []}]
+    total = 0.8 + 2.0 + 3.0 + 5.0 + 0.8 + 1.0 + 2.0   # 14.6
+    expected = [("first token of a name", 3.0, 3.0), ("later tokens of a name", 5.0, 5.0),
+                ("token before a name", 2.0, 2.0), ("PIR in (-inf, -0.50)", -1.0, 0.8),
+                ("PIR in [-0.50, 0.50)", 0.0, 0.8), ("PIR in [0.50, 1.61)", 1.0, 1.0), ("PIR in [1.61, inf)", 2.0, 2.0)]
+    assert weight_shares(rows) == [
+        {"group": g, "tokens": 1, "token_share": round(1 / 7, 4), "pir_mean": p, "weight_mean": w,
+         "weight_share": round(w / total, 4)} for g, p, w in expected]
+    # without truth spans every token goes by its PIR band; an empty band has no means and no weight
+    bands = weight_shares([{"tokens": _tokens((0.1, 0.8), (0.3, 0.8), (-2.0, 0.8))}])
+    assert [(g["group"], g["tokens"], g["pir_mean"], g["weight_share"]) for g in bands] == [
+        ("PIR in (-inf, -0.50)", 1, -2.0, round(1 / 3, 4)), ("PIR in [-0.50, 0.50)", 2, 0.2, round(2 / 3, 4)),
+        ("PIR in [0.50, 1.61)", 0, None, 0.0), ("PIR in [1.61, inf)", 0, None, 0.0)]
 
 
 def test_planted_token_mask() -> None:
