@@ -75,12 +75,13 @@ PIR_BANDS = ((-math.inf, -0.5), (-0.5, 0.5), (0.5, math.log(5.0)), (math.log(5.0
 
 def weight_shares(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Where the loss's weight goes, per group of response tokens: the group's share of the tokens, their mean
-    PIR and mean weight, and their share of the total weight (what a relative weighting changes under Adam).
+    PIR, mean log-probability with and without the profile, mean weight, and their share of the total weight
+    (what a relative weighting changes under Adam).
 
     With truth spans (rows with "planted"), the first token of each planted name, its later tokens and the token
     just before a name are groups of their own; the remaining tokens (all of them without truth) go by PIR_BANDS.
     """
-    groups: dict[str, list[tuple[float, float]]] = {}
+    groups: dict[str, list[tuple[float, float, float, float]]] = {}
     if any("planted" in row for row in rows):
         groups = {"first token of a name": [], "later tokens of a name": [], "token before a name": []}
     bands = {f"PIR in {'(-inf' if a == -math.inf else f'[{a:.2f}'}, {'inf' if b == math.inf else f'{b:.2f}'})": (a, b)
@@ -95,13 +96,16 @@ def weight_shares(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 label = "token before a name"
             else:
                 label = next(k for k, (a, b) in bands.items() if a <= t["pir"] < b)
-            groups[label].append((t["pir"], t["weight"]))
+            groups[label].append((t["pir"], t["logp_full"], t["logp_free"], t["weight"]))
     tokens = sum(len(v) for v in groups.values())
-    weight = sum(w for v in groups.values() for _, w in v)
+    weight = sum(x[3] for v in groups.values() for x in v)
+
+    def mean(v: list[tuple[float, ...]], k: int) -> float | None:
+        return round(sum(x[k] for x in v) / len(v), 4) if v else None
+
     return [{"group": label, "tokens": len(v), "token_share": round(len(v) / tokens, 4) if tokens else None,
-             "pir_mean": round(sum(p for p, _ in v) / len(v), 4) if v else None,
-             "weight_mean": round(sum(w for _, w in v) / len(v), 4) if v else None,
-             "weight_share": round(sum(w for _, w in v) / weight, 4) if weight else None}
+             "pir_mean": mean(v, 0), "logp_full_mean": mean(v, 1), "logp_free_mean": mean(v, 2),
+             "weight_mean": mean(v, 3), "weight_share": round(sum(x[3] for x in v) / weight, 4) if weight else None}
             for label, v in groups.items()]
 
 

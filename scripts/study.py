@@ -16,7 +16,11 @@ of batch 4) with a 10% warm-up; every target fits the 144-token training and gen
 - Then, seed-major: for each seed, every arm that has it trains at its selected lr and is scored on test (the
   pilot seeds' test runs score the pilot checkpoints). results/study.md is rewritten after the pilot and after
   every seed, so a stopped study still reports its finished seeds.
-Resumable: a finished run keeps only its small outputs (config.yaml, metrics.json, scores.jsonl, train_log.jsonl) in
+- The mechanism probe: `percli contrast` on val with each pilot seed's checkpoint at the selected lr (and once with
+  the untrained model): PIR by position around the planted names and by PIR band, and where each loss puts its
+  weight, on users the model never saw.
+Resumable: a finished run keeps only its small outputs (config.yaml, metrics.json, scores.jsonl, train_log.jsonl,
+contrast_summary.json) in
 results/study/<run>/ and a rerun skips it. Checkpoints live in outputs/study/<run>/ until the arm's pilot has been
 scored on test, then they are deleted; one that is needed but gone is retrained (same seed, same data).
 study_log.jsonl records each process's wall time (the budget).
@@ -63,7 +67,9 @@ LR_LIMITS = (1e-5, 3.2e-3)   # the pilot grid never extends beyond these
 PRIMARY = "meteor"
 SECONDARY = ("rouge1", "rouge2", "rougeL", "rougeLsum", "planted_recall")
 METRICS = (PRIMARY, *SECONDARY)
-KEPT = ("config.yaml", "metrics.json", "scores.jsonl", "train_log.jsonl")
+KEPT = ("config.yaml", "metrics.json", "scores.jsonl", "train_log.jsonl", "contrast_summary.json")
+PROBE = "_probe"                 # <pilot run>_probe: `percli contrast` of its checkpoint on val
+UNTRAINED_PROBE = "untrained_probe"
 # (baseline, other, the question the delta answers)
 COMPARISONS = (
     ("ce", "perce", "does PerCE beat CE (each at its own val-selected lr)? The primary comparison"),
@@ -135,6 +141,12 @@ class Study:
     def done(self, name: str) -> bool:
         return (self.results / name / "metrics.json").is_file()
 
+    def probed(self, name: str) -> bool:
+        return (self.results / name / "contrast_summary.json").is_file()
+
+    def probe_summary(self, name: str) -> dict | None:
+        return json.loads((self.results / name / "contrast_summary.json").read_text()) if self.probed(name) else None
+
     def metrics(self, name: str) -> dict:
         return json.loads((self.results / name / "metrics.json").read_text())
 
@@ -190,20 +202,44 @@ class Study:
         if evaluate:
             self._keep(name)
 
+    def _need_checkpoint(self, arm: str, lr: float, seed: int) -> Path:
+        """Pilot run <name>'s checkpoint, retrained (same seed, same data: the same weights) if it is gone."""
+        name = run_name(arm, lr, seed)
+        planned = {name, f"{name} (retrain for its checkpoint)"}   # a dry run has planned it already
+        if not self._checkpoint(name).is_dir() and not planned & set(self.planned):
+            self.train(arm, lr, seed, evaluate=False)
+        return self._checkpoint(name)
+
     def test_pilot(self, arm: str, lr: float, seed: int) -> None:
         """Score pilot run <name>'s checkpoint on test into <name>_test (retraining it if it is gone)."""
-        name = run_name(arm, lr, seed)
-        out = f"{name}_test"
+        out = f"{run_name(arm, lr, seed)}_test"
         if self.done(out):
             return
-        if not self._checkpoint(name).is_dir() and name not in self.planned:   # planned: a dry run trains it
-            self.train(arm, lr, seed, evaluate=False)
+        checkpoint = self._need_checkpoint(arm, lr, seed)
         self.planned.append(out)
         if self.dry_run:
             return
         shutil.rmtree(self.work / out, ignore_errors=True)
         self._percli(out, ["eval", "experiment=study", *(o for o in ARMS[arm][1] if not o.startswith("loss")),
-                           f"model.path={self._checkpoint(name)}", f"seed={seed}", "eval.split=test",
+                           f"model.path={checkpoint}", f"seed={seed}", "eval.split=test",
+                           f"hydra.run.dir={self.work / out}"])
+        self._keep(out)
+
+    def probe(self, arm: str | None, lr: float = 0.0, seed: int = 0) -> None:
+        """`percli contrast` on val (users unseen in training) with pilot run <name>'s checkpoint into
+        <name>_probe, or with the untrained model (arm None, CE's weights): how far the trained model reads the
+        profile, and where the arm's loss puts its weight. Every probe sees the study's top-2 profile, CE without
+        the profile included: PIR needs one."""
+        out = UNTRAINED_PROBE if arm is None else f"{run_name(arm, lr, seed)}{PROBE}"
+        if self.probed(out):
+            return
+        model = [] if arm is None else [f"model.path={self._need_checkpoint(arm, lr, seed)}"]
+        loss = ["loss=ce"] if arm is None else [o for o in ARMS[arm][1] if o.startswith("loss")]
+        self.planned.append(out)
+        if self.dry_run:
+            return
+        shutil.rmtree(self.work / out, ignore_errors=True)
+        self._percli(out, ["contrast", "experiment=study", *loss, *model, "data.split=val", f"seed={seed}",
                            f"hydra.run.dir={self.work / out}"])
         self._keep(out)
 
@@ -274,6 +310,7 @@ class Study:
                 return None
         for seed in PILOT_SEEDS:
             self.test_pilot(arm, best, seed)
+            self.probe(arm, best, seed)
         self.drop_checkpoints([run_name(arm, lr, s) for lr in self.grid(arm) for s in PILOT_SEEDS])
         return best
 
@@ -310,6 +347,7 @@ def run_study(study: Study, seeds: list[int], report: Path, arms: list[str] | No
             raise SystemExit(f"percli study: the lr pilot of {', '.join(pending)} is not finished; run "
                              f"`scripts/study.py --phase pilot --arms {','.join(pending)}` first")
     else:
+        study.probe(None)
         lrs = {arm: study.pilot(arm) for arm in arms}
         if not study.dry_run:
             write_report(study, report)
@@ -564,7 +602,9 @@ def estimate_lines() -> list[str]:
 
 
 def planned_kind(step: str) -> str | None:
-    """pilot / test / main for a planned step's label; None for a pilot whose extensions are not known yet."""
+    """pilot / test / main / probe for a planned step's label; None for a pilot whose extensions are not known yet."""
+    if step.endswith(PROBE):
+        return "probe"
     if step.endswith("score on test"):
         return "main"
     if step.endswith("_test"):
@@ -587,7 +627,8 @@ def budget_lines(study: Study, planned: list[str] | None = None) -> list[str]:
     lines = [f"Finished: {len(rows)} processes, {total / 3600:.1f} h of process wall time; "
              f"{(max(ends) - min(starts)) / 3600:.1f} h from the first start to the last finish."]
     for kind, label in (("pilot", "pilot runs (train + val scoring)"), ("test", "pilot test scorings"),
-                        ("main", "main runs (train + test scoring)")):
+                        ("main", "main runs (train + test scoring)"),
+                        ("probe", "mechanism probes (percli contrast on val)")):
         secs = [r["seconds"] for r in rows if _kind(r) == kind]
         if secs:
             lines.append(f"- {label}: {len(secs)}, mean {np.mean(secs):.0f} s (min {min(secs):.0f}, max {max(secs):.0f})")
@@ -597,7 +638,7 @@ def budget_lines(study: Study, planned: list[str] | None = None) -> list[str]:
     if loads:
         lines.append(f"- 15-min load average when runs ended: {min(loads):.1f} to {max(loads):.1f}")
     kinds = [planned_kind(step) for step in planned or []]
-    means = {k: np.mean([r["seconds"] for r in rows if _kind(r) == k]) for k in ("pilot", "test", "main")
+    means = {k: np.mean([r["seconds"] for r in rows if _kind(r) == k]) for k in ("pilot", "test", "main", "probe")
              if any(_kind(r) == k for r in rows)}
     if kinds and all(k in means for k in kinds if k is not None):
         left = sum(means[k] for k in kinds if k is not None)
@@ -609,6 +650,8 @@ def budget_lines(study: Study, planned: list[str] | None = None) -> list[str]:
 
 
 def _kind(row: dict) -> str:
+    if row["command"] == "contrast":
+        return "probe"
     if row["command"] == "eval":
         return "test"
     return "main" if row["run"].endswith("_test") else "pilot"
@@ -660,6 +703,49 @@ def mechanism_lines(study: Study) -> list[str]:
                      f"{_fmt(vals['other_weight_mean'], 1, 3)} | {_fmt(vals['planted_pir_mean'], 1, 3)} | "
                      f"{_fmt(vals['other_pir_mean'], 1, 3)} | {_fmt(vals['clip_low'], digits=1)}% | "
                      f"{_fmt(vals['clip_high'], digits=1)}% | {_fmt(float(np.mean(recall)) if recall else None)} |")
+    return lines
+
+
+PROBE_GROUPS = ("first token of a name", "later tokens of a name", "token before a name")
+
+
+def probe_lines(study: Study) -> list[str]:
+    """Per arm (mean over the pilot seeds' probes) and for the untrained model: planted AUC, then per group of
+    tokens (contrast.weight_shares) the mean PIR and the share of the weight; for the name's first token also
+    its log-probability without the profile, for the PIR bands also their share of the tokens."""
+    def row(label: str, summaries: list[dict]) -> str:
+        if not summaries:
+            return f"| {label} | 0 | - |" + " - |" * (len(PROBE_GROUPS) + 4)
+        groups = [{g["group"]: g for g in s["weight_shares"]} for s in summaries]
+        labels = list(groups[0])
+
+        def avg(group: str, key: str) -> float | None:
+            xs = [g[group][key] for g in groups if g[group][key] is not None]
+            return float(np.mean(xs)) if xs else None
+
+        cells = []
+        for group in labels:
+            pir, share = avg(group, "pir_mean"), avg(group, "weight_share")
+            text = f"{_fmt(pir, 1, 2)}" + (f" ({_fmt(avg(group, 'logp_free_mean'), 1, 2)})"
+                                            if group == PROBE_GROUPS[0] else "")
+            if group not in PROBE_GROUPS:
+                text += f", {_fmt(avg(group, 'token_share'), digits=1)}%"
+            cells.append(f"{text}, {_fmt(share, digits=1)}%")
+        auc = float(np.mean([s["planted"]["auc"] for s in summaries]))
+        return f"| {label} | {len(summaries)} | {auc:.3f} | " + " | ".join(cells) + " |"
+
+    untrained = study.probe_summary(UNTRAINED_PROBE)
+    bands = [g["group"] for g in untrained["weight_shares"] if g["group"] not in PROBE_GROUPS] if untrained else \
+        ["PIR bands"] * 4
+    lines = ["| model | seeds | planted AUC | first token of a name: PIR (log P without the profile), weight share | "
+             "later tokens of a name: PIR, weight share | token before a name: PIR, weight share | "
+             + " | ".join(f"other tokens, {b}: PIR, share of tokens, weight share" for b in bands) + " |",
+             "|---|---:|---:|" + "---:|" * (len(PROBE_GROUPS) + 4)]
+    lines.append(row("untrained (CE's weights)", [untrained] if untrained else []))
+    for arm, (label, _) in ARMS.items():
+        lr = study.selected_lr(arm)
+        names = [] if lr is None else [f"{run_name(arm, lr, s)}{PROBE}" for s in PILOT_SEEDS]
+        lines.append(row(label, [x for x in map(study.probe_summary, names) if x]))
     return lines
 
 
@@ -739,6 +825,15 @@ def write_report(study: Study, out: Path) -> None:
               "or above 5; without the floor, PIR below 0 gets weight 0; LongCE: exp(PIR) above 5, i.e. PIR above "
               "1.61, and no floor; CE and DFT clip nothing).", "",
               *mechanism_lines(study), "",
+              "## After training: how far each model reads the profile, and where its loss puts the weight", "",
+              "`percli contrast` on the 48 val users (none seen in training) with the pilot seeds' checkpoints at the "
+              "selected lr (mean over the seeds), and with the untrained model: the AUC of PIR for planted-name "
+              "tokens; per group of response tokens, the mean PIR (log P with the profile minus without) and the "
+              "share of the arm's loss weight the group gets; for the first token of a name also its mean log P "
+              "without the profile, and for the other tokens (by PIR band) their share of the tokens. In these "
+              "reviews the token before a name is always ' named'. A model that reads the profile to choose the "
+              "person raises the PIR of a name's first token; one that learns names whatever the profile raises "
+              "their log P without it.", "", *probe_lines(study), "",
               "## Test scores (x100, mean (sd) over seeds)", "", *test_lines(study), "",
               "## lr pilot on val", "", *selection_lines(study), "",
               *design_lines(),

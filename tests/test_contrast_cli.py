@@ -103,7 +103,8 @@ def test_auc_values() -> None:
 
 
 def _tokens(*pir_weight: tuple[float, float]) -> list[dict]:
-    return [{"pir": p, "weight": w} for p, w in pir_weight]
+    """Tokens whose log-probabilities sit p/2 either side of -2, so PIR = log P(full) - log P(free) = p."""
+    return [{"pir": p, "logp_full": -2.0 + p / 2, "logp_free": -2.0 - p / 2, "weight": w} for p, w in pir_weight]
 
 
 def test_weight_shares_by_name_position_and_pir_band() -> None:
@@ -114,13 +115,14 @@ def test_weight_shares_by_name_position_and_pir_band() -> None:
                 ("token before a name", 2.0, 2.0), ("PIR in (-inf, -0.50)", -1.0, 0.8),
                 ("PIR in [-0.50, 0.50)", 0.0, 0.8), ("PIR in [0.50, 1.61)", 1.0, 1.0), ("PIR in [1.61, inf)", 2.0, 2.0)]
     assert weight_shares(rows) == [
-        {"group": g, "tokens": 1, "token_share": round(1 / 7, 4), "pir_mean": p, "weight_mean": w,
-         "weight_share": round(w / total, 4)} for g, p, w in expected]
+        {"group": g, "tokens": 1, "token_share": round(1 / 7, 4), "pir_mean": p, "logp_full_mean": -2.0 + p / 2,
+         "logp_free_mean": -2.0 - p / 2, "weight_mean": w, "weight_share": round(w / total, 4)}
+        for g, p, w in expected]
     # without truth spans every token goes by its PIR band; an empty band has no means and no weight
     bands = weight_shares([{"tokens": _tokens((0.1, 0.8), (0.3, 0.8), (-2.0, 0.8))}])
-    assert [(g["group"], g["tokens"], g["pir_mean"], g["weight_share"]) for g in bands] == [
-        ("PIR in (-inf, -0.50)", 1, -2.0, round(1 / 3, 4)), ("PIR in [-0.50, 0.50)", 2, 0.2, round(2 / 3, 4)),
-        ("PIR in [0.50, 1.61)", 0, None, 0.0), ("PIR in [1.61, inf)", 0, None, 0.0)]
+    assert [(g["group"], g["tokens"], g["pir_mean"], g["logp_free_mean"], g["weight_share"]) for g in bands] == [
+        ("PIR in (-inf, -0.50)", 1, -2.0, -1.0, round(1 / 3, 4)), ("PIR in [-0.50, 0.50)", 2, 0.2, -2.1, round(2 / 3, 4)),
+        ("PIR in [0.50, 1.61)", 0, None, None, 0.0), ("PIR in [1.61, inf)", 0, None, None, 0.0)]
 
 
 def test_planted_token_mask() -> None:

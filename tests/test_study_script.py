@@ -49,13 +49,29 @@ LOG = [{"step": 1, "planted_token_share": 0.07, "planted_weight_mass": 0.20, "pl
         "other_weight_mean": 0.93, "planted_pir_mean": 3.8, "other_pir_mean": 0.3, "clip_low": 0.90, "clip_high": 0.04}]
 
 
+def probe_summary(first_pir: float, auc: float = 0.9) -> dict:
+    """A contrast_summary.json as a probe keeps it: the planted AUC and weight_shares (first-token PIR varies)."""
+    groups = [("first token of a name", first_pir, -7.0, 0.0, 0.08), ("later tokens of a name", 3.5, -4.0, 0.0, 0.17),
+              ("token before a name", 0.0, -0.1, 0.0, 0.02), ("PIR in (-inf, -0.50)", -1.0, -3.0, 0.05, 0.04),
+              ("PIR in [-0.50, 0.50)", 0.0, -0.5, 0.80, 0.65), ("PIR in [0.50, 1.61)", 0.9, -2.0, 0.04, 0.03),
+              ("PIR in [1.61, inf)", 3.0, -5.0, 0.01, 0.01)]
+    return {"planted": {"auc": auc}, "weight_shares": [
+        {"group": g, "pir_mean": pir, "logp_free_mean": free, "token_share": share, "weight_share": weight}
+        for g, pir, free, share, weight in groups]}
+
+
+def fake_probe(results: Path, name: str, summary: dict) -> None:
+    (results / name).mkdir(parents=True)
+    (results / name / "contrast_summary.json").write_text(json.dumps(summary))
+
+
 def base_scores(seed: int) -> list[float]:
     return [0.20 + 0.01 * k + 0.003 * seed for k in range(len(IDS))]
 
 
 def pilot_done(study, results: Path, arm: str, shift: float | list[list[float]] = 0.0) -> None:
-    """`arm`'s pilot on VAL, and its pilot seeds' test runs at 2e-4: per-example test scores + `shift` (one
-    number, or one per seed and example)."""
+    """`arm`'s pilot on VAL, its pilot seeds' test runs at 2e-4 (per-example test scores + `shift`: one number,
+    or one per seed and example) and their probes (first-token PIR 2 + seed)."""
     for lr, vals in VAL.items():
         for seed, val in zip(study.PILOT_SEEDS, vals):
             fake_run(results, study.run_name(arm, lr, seed), val, log=LOG)
@@ -63,6 +79,7 @@ def pilot_done(study, results: Path, arm: str, shift: float | list[list[float]] 
         add = shift[seed] if isinstance(shift, list) else [shift] * len(IDS)
         fake_run(results, f"{study.run_name(arm, 2e-4, seed)}_test", 0.0,
                  scores=[b + a for b, a in zip(base_scores(seed), add)])
+        fake_probe(results, f"{study.run_name(arm, 2e-4, seed)}_probe", probe_summary(2.0 + seed))
 
 
 def test_the_mde_arithmetic(study) -> None:
@@ -102,10 +119,11 @@ def test_the_pilot_extends_the_grid_until_the_selected_lr_is_interior(study, tmp
         fake_run(results, study.run_name("ce", 8e-4, seed), 0.25)
     s = study.Study(results, tmp_path / "work", True, [])
     assert s.grid("ce") == [1e-4, 2e-4, 4e-4, 8e-4] and s.selected_lr("ce") == 4e-4
+    # its pilot seeds' checkpoints at the selected lr are gone: retrained once each, then scored on test and probed
     assert s.pilot("ce") == 4e-4 and s.planned == ["ce_lr0.0004_s0 (retrain for its checkpoint)",
-                                                    "ce_lr0.0004_s0_test",
+                                                    "ce_lr0.0004_s0_test", "ce_lr0.0004_s0_probe",
                                                     "ce_lr0.0004_s1 (retrain for its checkpoint)",
-                                                    "ce_lr0.0004_s1_test"]
+                                                    "ce_lr0.0004_s1_test", "ce_lr0.0004_s1_probe"]
 
 
 def test_the_plan_is_pilot_first_then_seed_major(study, tmp_path: Path) -> None:
@@ -114,6 +132,7 @@ def test_the_plan_is_pilot_first_then_seed_major(study, tmp_path: Path) -> None:
         pilot_done(study, results, arm)
     s = study.Study(results, tmp_path / "work", True, [])
     study.run_study(s, list(range(max(study.SEEDS.values()))), tmp_path / "study.md")
+    assert s.planned.pop(0) == "untrained_probe"     # the probe of the untrained model comes first
     # every pilot is done: seed 2 of every arm, then seed 3, ...; arms with 6 seeds stop after seed 5
     assert s.planned[:7] == [f"{arm}_lr0.0002_s2_test" for arm in study.ARMS] + ["ce_lr0.0002_s3_test"]
     assert s.planned[-2:] == ["ce_lr0.0002_s11_test", "perce_lr0.0002_s11_test"]
@@ -135,6 +154,11 @@ def test_report_pools_the_paired_deltas_with_both_intervals(study, tmp_path: Pat
     assert "p_Holm=0.0078† |" in row          # rouge1, the one secondary metric here: both intervals exclude 0
     mech = next(line for line in text.splitlines() if line.startswith("| PerCE | 2 |"))
     assert mech.startswith("| PerCE | 2 | 8.0% | 21.0% | 3.100 | 0.940 | 3.700 | 0.200 | 87.5% | 3.5% |")
+    # the probes: PerCE's two seeds (first-token PIR 2 and 3) average to 2.50; the untrained model is not run yet
+    probe = [line for line in text.splitlines() if line.startswith("| PerCE | 2 | 0.900 |")]
+    assert probe == ["| PerCE | 2 | 0.900 | 2.50 (-7.00), 8.0% | 3.50, 17.0% | 0.00, 2.0% | -1.00, 5.0%, 4.0% | "
+                     "0.00, 80.0%, 65.0% | 0.90, 4.0%, 3.0% | 3.00, 1.0%, 1.0% |"]
+    assert "| untrained (CE's weights) | 0 | - |" in text
     assert "12 seeds: MDE 2.07 points (8.7% of CE)" in text and "10 seeds are the fewest that reach 2.39" in text
     assert (tmp_path / "study_deltas.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -187,7 +211,9 @@ def test_each_process_is_logged_and_the_budget_counts_the_elapsed_span(study, tm
                                                   "two runners), plus 1 pilot(s) whose grid is not settled yet")
     # A pilot seed's test scoring has no measured mean here: no projection rather than a wrong one.
     assert "still to run" not in study.budget_lines(s, ["perce_lr0.0002_s1_test"])[-1]
-    assert [study.planned_kind(x) for x in planned] == ["pilot", "main", "main", None]
+    assert [study.planned_kind(x) for x in planned + ["ce_lr0.0002_s0_probe"]] == ["pilot", "main", "main", None,
+                                                                                    "probe"]
+    assert study._kind({"run": "ce_lr0.0002_s0_probe", "command": "contrast"}) == "probe"
 
 
 def test_main_phase_runners_take_disjoint_seeds_once_the_pilot_is_done(study, tmp_path: Path) -> None:
