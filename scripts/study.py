@@ -540,7 +540,8 @@ def work() -> dict[str, int]:
     pilot = len(ARMS) * len(START_LRS) * len(PILOT_SEEDS)
     tests = len(ARMS) * len(PILOT_SEEDS)
     main = sum(SEEDS.values()) - tests
-    return {"pilot": pilot, "tests": tests, "main": main, "processes": pilot + tests + main,
+    probes = tests + 1   # one per pilot checkpoint at the selected lr, and the untrained model
+    return {"pilot": pilot, "tests": tests, "main": main, "probes": probes, "processes": pilot + tests + main + probes,
             "steps": (pilot + main) * STEPS_PER_RUN, "val_examples": pilot * VAL_USERS,
             "test_examples": (tests + main) * TEST_USERS}
 
@@ -579,8 +580,10 @@ def estimate_lines() -> list[str]:
     note = json.loads((timing_dir / "timing.json").read_text())
     return [
         f"Work: {w['pilot']} pilot runs (train + val scoring; each grid extension adds 2), {w['tests']} pilot test "
-        f"scorings, {w['main']} main runs (train + test scoring): {w['processes']} processes, {w['steps']} optimizer "
-        f"steps, {w['val_examples']} val and {w['test_examples']} test generations.",
+        f"scorings, {w['main']} main runs (train + test scoring), {w['probes']} mechanism probes (`percli contrast` on "
+        f"val; added while the study ran, after the pilots of CE, PerCE, PerCE without floor and LongCE, whose "
+        f"checkpoints are retrained for it): {w['processes']} processes, {w['steps']} optimizer steps, "
+        f"{w['val_examples']} val and {w['test_examples']} test generations.",
         "",
         f"Timing run, before the study (results/study_timing/: `{note['command']}`, {note['date']}): "
         f"{now['steps']} steps, median {now['step_s']:.0f} s per step after the first; {now['examples']:.0f} test "

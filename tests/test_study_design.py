@@ -41,6 +41,7 @@ def test_the_study_script_sizes_its_budget_from_the_preset() -> None:
     d, t = cfg.data, cfg.train
     assert study["STEPS_PER_RUN"] == d.num_users * d.examples_per_user // (t.batch_size * t.grad_accum) * t.epochs
     assert (study["VAL_USERS"], study["TEST_USERS"]) == (d.val_users, d.test_users)
-    # 6 arms x 3 lrs x 2 pilot seeds; 2 pilot test scorings per arm; 12 + 12 + 4 x 6 seeds in all
-    assert study["work"]() == {"pilot": 36, "tests": 12, "main": 36, "processes": 84, "steps": 2304,
+    # 6 arms x 3 lrs x 2 pilot seeds; 2 pilot test scorings and 2 probes per arm, 1 untrained probe; 12 + 12 +
+    # 4 x 6 seeds in all
+    assert study["work"]() == {"pilot": 36, "tests": 12, "main": 36, "probes": 13, "processes": 97, "steps": 2304,
                                "val_examples": 1728, "test_examples": 6912}
