@@ -23,7 +23,10 @@ contributes several of them would treat correlated items as independent and make
 - `mc_error`: the Monte Carlo standard error of the bootstrap CI limits, from the spread of the limits over
   20 equal batches of the draws (the larger of the two limits'). DEFAULT_RESAMPLES = 20,000 keeps it below
   0.001 (0.1 points on a x100 scale) on data like the study's; at 2,000 it is about three times larger,
-  enough to make a limit near 0 flip sign between bootstrap seeds.
+  enough to make a limit near 0 flip sign between bootstrap seeds. With few seeds that differ a lot, the
+  two-level bootstrap's distribution is lumpy (3 seeds give 10 seed multisets) and 20,000 draws are not
+  enough: `pooled_delta(max_mc_error=...)` then redraws with the resamples that reach the target (the error
+  falls as 1/sqrt(resamples)) until it is reached, up to MAX_RESAMPLES.
 - `variance_components`: the seed, user and residual SDs of a (seeds, users) matrix of paired differences
   (two-way random effects without replication, method of moments), which size a design's MDE.
 - `holm`: Holm's step-down adjustment of the p-values of a family of secondary metrics (the primary metric is
@@ -46,6 +49,8 @@ DEFAULT_CONFIDENCE = 0.95
 METHODS = ("percentile", "basic", "BCa")
 _BATCH_CELLS = 2_000_000   # int64 indices drawn at once by the two-level bootstrap (~16 MB)
 MC_BATCHES = 20            # batches of bootstrap draws whose CI limits estimate the Monte Carlo error
+MAX_RESAMPLES = 2_000_000  # the most draws pooled_delta(max_mc_error=...) takes (a few seconds for 12 x 144)
+MC_ERROR_TARGET = 0.0009   # what the reports pass as max_mc_error: a limit's error below 0.1 points on x100
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,7 @@ class Delta:
     t_low: float | None = None          # t-interval over per-seed paired means (2+ seeds)
     t_high: float | None = None
     t_p_value: float | None = None      # the one-sample t-test of the per-seed paired means
+    resamples: int | None = None        # bootstrap draws behind the CI
 
     @property
     def significant(self) -> bool:
@@ -213,7 +219,7 @@ def paired_delta(baseline: Sequence[float], other: Sequence[float], clusters: Se
     return Delta(baseline=base_mean, other=float(o.mean()), delta=delta, rel_delta=rel, ci_low=low, ci_high=high,
                  rel_ci_low=rel_low, rel_ci_high=rel_high,
                  p_value=sign_flip_p_value(diff_sums, resamples=resamples, seed=seed),
-                 n_examples=int(b.size), n_clusters=int(counts.size), mc_error=error)
+                 n_examples=int(b.size), n_clusters=int(counts.size), mc_error=error, resamples=resamples)
 
 
 def two_level_bootstrap(diff_sums: np.ndarray, counts: np.ndarray, *, resamples: int = DEFAULT_RESAMPLES,
@@ -241,11 +247,14 @@ def two_level_bootstrap(diff_sums: np.ndarray, counts: np.ndarray, *, resamples:
 
 def pooled_delta(baseline: Sequence[Sequence[float]], other: Sequence[Sequence[float]],
                  clusters: Sequence[object] | None = None, *, confidence: float = DEFAULT_CONFIDENCE,
-                 resamples: int = DEFAULT_RESAMPLES, seed: int = 0, method: str = "percentile") -> Delta:
+                 resamples: int = DEFAULT_RESAMPLES, seed: int = 0, method: str = "percentile",
+                 max_mc_error: float | None = None) -> Delta:
     """Compare two systems over seeds: row s of `baseline` and of `other` are seed s's per-example scores.
 
     Every row scores the same examples in the same order. One seed is `paired_delta`; more use the
     two-level percentile bootstrap (see the module doc); `method` applies to the one-seed case only.
+    `max_mc_error`: with 2+ seeds, while the CI limits' Monte Carlo error exceeds it, the bootstrap is drawn
+    again with max(2, 1.2 * (error / max_mc_error)^2) times as many draws (at most MAX_RESAMPLES).
     """
     b, o = np.atleast_2d(np.asarray(baseline, dtype=float)), np.atleast_2d(np.asarray(other, dtype=float))
     _check_pair(b, o)
@@ -256,6 +265,12 @@ def pooled_delta(baseline: Sequence[Sequence[float]], other: Sequence[Sequence[f
     seed_means = diff_sums.sum(axis=-1) / counts.sum()
     delta = float(seed_means.mean())
     draws = two_level_bootstrap(diff_sums, counts, resamples=resamples, seed=seed)
+    error = mc_error(draws, confidence)
+    while max_mc_error is not None and error > max_mc_error and draws.size < MAX_RESAMPLES:
+        # the error estimate is itself noisy: redraw until one is below the target
+        more = min(MAX_RESAMPLES, max(2 * draws.size, math.ceil(draws.size * 1.2 * (error / max_mc_error) ** 2)))
+        draws = two_level_bootstrap(diff_sums, counts, resamples=more, seed=seed)
+        error = mc_error(draws, confidence)
     alpha = (1 - confidence) / 2
     low, high = (float(x) for x in np.quantile(draws, [alpha, 1 - alpha]))
     t_low, t_high, t_p = t_interval(seed_means, confidence)
@@ -265,7 +280,7 @@ def pooled_delta(baseline: Sequence[Sequence[float]], other: Sequence[Sequence[f
                  rel_ci_low=rel_low, rel_ci_high=rel_high,
                  p_value=sign_flip_p_value(diff_sums.mean(axis=0), resamples=resamples, seed=seed),
                  n_examples=int(b.shape[1]), n_clusters=int(counts.size), n_seeds=int(b.shape[0]),
-                 mc_error=mc_error(draws, confidence), t_low=t_low, t_high=t_high, t_p_value=t_p)
+                 mc_error=error, t_low=t_low, t_high=t_high, t_p_value=t_p, resamples=int(draws.size))
 
 
 def format_delta(d: Delta, scale: float = 100.0) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -172,6 +174,26 @@ def test_ci_limits_have_a_monte_carlo_error_below_a_tenth_of_a_point() -> None:
     assert DEFAULT_RESAMPLES >= 20_000 and spread < 0.001 and reported < 0.001, (spread, reported)
     spread, reported = _limit_spread(2000)
     assert spread > 0.001 and reported > 0.001, (spread, reported)
+
+
+def test_a_lumpy_bootstrap_is_redrawn_until_its_monte_carlo_error_is_below_the_target() -> None:
+    """3 seeds far apart (-30, 0, -10 points) with little user noise: the two-level bootstrap's distribution is
+    lumpy and 20,000 draws leave a limit's Monte Carlo error above 0.1 points; max_mc_error redraws with the
+    resamples the 1/sqrt law asks for (at least twice as many) until the error is below the target."""
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.2, 0.6, (3, 40))
+    other = base + np.array([[-0.3], [0.0], [-0.1]]) + rng.normal(0, 0.05, (3, 40))
+    plain = pooled_delta(base, other, list(range(40)))
+    assert plain.resamples == DEFAULT_RESAMPLES and plain.mc_error > 0.001
+    redrawn = pooled_delta(base, other, list(range(40)), max_mc_error=0.0009)
+    assert redrawn.resamples >= max(2 * DEFAULT_RESAMPLES,
+                                    math.ceil(DEFAULT_RESAMPLES * 1.2 * (plain.mc_error / 0.0009) ** 2))
+    assert redrawn.mc_error < 0.0009 and redrawn.delta == plain.delta and redrawn.t_low == plain.t_low
+    # the interval is the one that many resamples give directly
+    direct = pooled_delta(base, other, list(range(40)), resamples=redrawn.resamples)
+    assert (direct.ci_low, direct.ci_high, direct.mc_error) == (redrawn.ci_low, redrawn.ci_high, redrawn.mc_error)
+    # a bootstrap already below the target is left alone
+    assert pooled_delta(base, other, list(range(40)), max_mc_error=0.01) == plain
 
 
 # Coverage: 400 simulated studies with a known mean difference of 0.02 and users with shared effects

@@ -13,7 +13,7 @@ from percli.losses import LOSSES
 from percli.names import PLANTED, TASKS
 from percli.report.collect import Column
 from percli.report.select import Cell, RowKey, ScoreCache, Selection, baseline_row, cell_delta
-from percli.statistics import Delta
+from percli.statistics import DEFAULT_RESAMPLES, Delta
 
 # Display order: the registries' order; unknown values sort after the known ones, alphabetically.
 LOSS_ORDER = ("base", *LOSSES)
@@ -70,7 +70,7 @@ class Block:
 class DeltaOptions:
     baseline_loss: str = "ce"
     confidence: float = 0.95
-    resamples: int = 2000
+    resamples: int = DEFAULT_RESAMPLES
     seed: int = 0
 
 

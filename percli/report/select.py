@@ -27,7 +27,7 @@ import numpy as np
 from percli.errors import PercliError
 from percli.example_scores import Scores, align, clusters_of, metric_matrix, read_scores
 from percli.report.collect import Column, Evaluation, Source
-from percli.statistics import Delta, pooled_delta
+from percli.statistics import MC_ERROR_TARGET, Delta, pooled_delta
 
 
 @dataclass(frozen=True)
@@ -225,4 +225,4 @@ def cell_delta(cell: Cell, base: Cell, metric: str, cache: ScoreCache, *, confid
     if matrix is None:
         return None, None   # the metric is missing from some scores: the value cell already says why
     return pooled_delta(matrix[0::2], matrix[1::2], clusters_of(scores, positions), confidence=confidence,
-                        resamples=resamples, seed=seed), None
+                        resamples=resamples, seed=seed, max_mc_error=MC_ERROR_TARGET), None
