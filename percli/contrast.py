@@ -30,6 +30,7 @@ from percli.log import log, result
 from percli.logprobs import TokenScorer, contrast_batch
 from percli.losses import LOSSES, clip_weights, raw_weights
 from percli.models import load_model_and_tokenizer
+from percli.names import BEFORE_A_NAME, FIRST_NAME_TOKEN, LATER_NAME_TOKENS, NAME_GROUPS
 from percli.report.heatmap import render_html
 from percli.statistics import auc
 
@@ -83,7 +84,7 @@ def weight_shares(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """
     groups: dict[str, list[tuple[float, float, float, float]]] = {}
     if any("planted" in row for row in rows):
-        groups = {"first token of a name": [], "later tokens of a name": [], "token before a name": []}
+        groups = {label: [] for label in NAME_GROUPS}
     bands = {f"PIR in {'(-inf' if a == -math.inf else f'[{a:.2f}'}, {'inf' if b == math.inf else f'{b:.2f}'})": (a, b)
              for a, b in PIR_BANDS}
     groups |= {label: [] for label in bands}
@@ -91,9 +92,9 @@ def weight_shares(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         planted = set(row.get("planted", ()))
         for i, t in enumerate(row["tokens"]):
             if i in planted:
-                label = "later tokens of a name" if i - 1 in planted else "first token of a name"
+                label = LATER_NAME_TOKENS if i - 1 in planted else FIRST_NAME_TOKEN
             elif i + 1 in planted:
-                label = "token before a name"
+                label = BEFORE_A_NAME
             else:
                 label = next(k for k, (a, b) in bands.items() if a <= t["pir"] < b)
             groups[label].append((t["pir"], t["logp_full"], t["logp_free"], t["weight"]))

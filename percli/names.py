@@ -13,6 +13,9 @@ METRIC_KEYS = (*ROUGE_TYPES, "meteor")
 # Synthetic data only: the share of a user's planted names that a generation contains.
 PLANTED = "planted_recall"
 SCORE_KEYS = (*METRIC_KEYS, PLANTED)
+# `percli contrast`'s groups of response tokens around a planted name (its weight_shares, the study's probe table).
+NAME_GROUPS = ("first token of a name", "later tokens of a name", "token before a name")
+FIRST_NAME_TOKEN, LATER_NAME_TOKENS, BEFORE_A_NAME = NAME_GROUPS
 
 TASKS = ("review", "abstract", "topic")
 

@@ -49,6 +49,7 @@ sys.path.insert(0, str(REPO))
 from percli import statistics  # noqa: E402
 from percli.example_scores import align, clusters_of, metric_matrix, read_scores  # noqa: E402
 from percli.io import atomic_write_text  # noqa: E402
+from percli.names import FIRST_NAME_TOKEN, NAME_GROUPS  # noqa: E402
 from percli.report.select import best_lr  # noqa: E402
 
 # arm -> (label, overrides of the study preset)
@@ -709,16 +710,13 @@ def mechanism_lines(study: Study) -> list[str]:
     return lines
 
 
-PROBE_GROUPS = ("first token of a name", "later tokens of a name", "token before a name")
-
-
 def probe_lines(study: Study) -> list[str]:
     """Per arm (mean over the pilot seeds' probes) and for the untrained model: planted AUC, then per group of
     tokens (contrast.weight_shares) the mean PIR and the share of the weight; for the name's first token also
     its log-probability without the profile, for the PIR bands also their share of the tokens."""
     def row(label: str, summaries: list[dict]) -> str:
         if not summaries:
-            return f"| {label} | 0 | - |" + " - |" * (len(PROBE_GROUPS) + 4)
+            return f"| {label} | 0 | - |" + " - |" * (len(NAME_GROUPS) + 4)
         groups = [{g["group"]: g for g in s["weight_shares"]} for s in summaries]
         labels = list(groups[0])
 
@@ -730,20 +728,20 @@ def probe_lines(study: Study) -> list[str]:
         for group in labels:
             pir, share = avg(group, "pir_mean"), avg(group, "weight_share")
             text = f"{_fmt(pir, 1, 2)}" + (f" ({_fmt(avg(group, 'logp_free_mean'), 1, 2)})"
-                                            if group == PROBE_GROUPS[0] else "")
-            if group not in PROBE_GROUPS:
+                                            if group == FIRST_NAME_TOKEN else "")
+            if group not in NAME_GROUPS:
                 text += f", {_fmt(avg(group, 'token_share'), digits=1)}%"
             cells.append(f"{text}, {_fmt(share, digits=1)}%")
         auc = float(np.mean([s["planted"]["auc"] for s in summaries]))
         return f"| {label} | {len(summaries)} | {auc:.3f} | " + " | ".join(cells) + " |"
 
     untrained = study.probe_summary(UNTRAINED_PROBE)
-    bands = [g["group"] for g in untrained["weight_shares"] if g["group"] not in PROBE_GROUPS] if untrained else \
+    bands = [g["group"] for g in untrained["weight_shares"] if g["group"] not in NAME_GROUPS] if untrained else \
         ["PIR bands"] * 4
     lines = ["| model | seeds | planted AUC | first token of a name: PIR (log P without the profile), weight share | "
              "later tokens of a name: PIR, weight share | token before a name: PIR, weight share | "
              + " | ".join(f"other tokens, {b}: PIR, share of tokens, weight share" for b in bands) + " |",
-             "|---|---:|---:|" + "---:|" * (len(PROBE_GROUPS) + 4)]
+             "|---|---:|---:|" + "---:|" * (len(NAME_GROUPS) + 4)]
     lines.append(row("untrained (CE's weights)", [untrained] if untrained else []))
     for arm, (label, _) in ARMS.items():
         lr = study.selected_lr(arm)
