@@ -71,6 +71,7 @@ METRICS = (PRIMARY, *SECONDARY)
 KEPT = ("config.yaml", "metrics.json", "scores.jsonl", "train_log.jsonl", "contrast_summary.json")
 PROBE = "_probe"                 # <pilot run>_probe: `percli contrast` of its checkpoint on val
 UNTRAINED_PROBE = "untrained_probe"
+RETRAIN = " (retrain for its checkpoint)"   # a planned step: a pilot checkpoint trained again, without scoring
 # (baseline, other, the question the delta answers)
 COMPARISONS = (
     ("ce", "perce", "does PerCE beat CE (each at its own val-selected lr)? The primary comparison"),
@@ -194,7 +195,7 @@ class Study:
         name = run_name(arm, lr, seed)
         if evaluate and self.done(name):
             return
-        self.planned.append(name if evaluate else f"{name} (retrain for its checkpoint)")
+        self.planned.append(name if evaluate else f"{name}{RETRAIN}")
         if self.dry_run:
             return
         shutil.rmtree(self.work / name, ignore_errors=True)
@@ -206,7 +207,7 @@ class Study:
     def _need_checkpoint(self, arm: str, lr: float, seed: int) -> Path:
         """Pilot run <name>'s checkpoint, retrained (same seed, same data: the same weights) if it is gone."""
         name = run_name(arm, lr, seed)
-        planned = {name, f"{name} (retrain for its checkpoint)"}   # a dry run has planned it already
+        planned = {name, f"{name}{RETRAIN}"}   # a dry run has planned it already
         if not self._checkpoint(name).is_dir() and not planned & set(self.planned):
             self.train(arm, lr, seed, evaluate=False)
         return self._checkpoint(name)
@@ -357,13 +358,15 @@ def run_study(study: Study, seeds: list[int], report: Path, arms: list[str] | No
     for seed in seeds:
         if seed in PILOT_SEEDS:
             continue
+        ran = len(study.planned)
         for arm in arms:
             if seed < SEEDS[arm]:
                 if lrs[arm] is None:
                     study.planned.append(f"{arm}_s{seed}: train at the selected lr and score on test")
                 else:
                     study.train_and_test(arm, lrs[arm], seed)
-        if not study.dry_run:
+        # A resumed runner passes finished seeds without running anything: their report would be unchanged.
+        if not study.dry_run and len(study.planned) > ran:
             write_report(study, report)
 
 
@@ -606,9 +609,12 @@ def estimate_lines() -> list[str]:
 
 
 def planned_kind(step: str) -> str | None:
-    """pilot / test / main / probe for a planned step's label; None for a pilot whose extensions are not known yet."""
+    """pilot / retrain / test / main / probe for a planned step's label; None for a pilot whose extensions are not
+    known yet."""
     if step.endswith(PROBE):
         return "probe"
+    if step.endswith(RETRAIN):
+        return "retrain"
     if step.endswith("score on test"):
         return "main"
     if step.endswith("_test"):
@@ -630,10 +636,12 @@ def budget_lines(study: Study, planned: list[str] | None = None) -> list[str]:
     starts = [end - r["seconds"] for end, r in zip(ends, rows)]
     lines = [f"Finished: {len(rows)} processes, {total / 3600:.1f} h of process wall time; "
              f"{(max(ends) - min(starts)) / 3600:.1f} h from the first start to the last finish."]
-    for kind, label in (("pilot", "pilot runs (train + val scoring)"), ("test", "pilot test scorings"),
-                        ("main", "main runs (train + test scoring)"),
+    kinds_done = run_kinds(rows)
+    for kind, label in (("pilot", "pilot runs (train + val scoring)"),
+                        ("retrain", "pilot checkpoints retrained for the probes and test scorings (train only)"),
+                        ("test", "pilot test scorings"), ("main", "main runs (train + test scoring)"),
                         ("probe", "mechanism probes (percli contrast on val)")):
-        secs = [r["seconds"] for r in rows if _kind(r) == kind]
+        secs = [r["seconds"] for r, k in zip(rows, kinds_done) if k == kind]
         if secs:
             lines.append(f"- {label}: {len(secs)}, mean {np.mean(secs):.0f} s (min {min(secs):.0f}, max {max(secs):.0f})")
     if failed:
@@ -642,8 +650,7 @@ def budget_lines(study: Study, planned: list[str] | None = None) -> list[str]:
     if loads:
         lines.append(f"- 15-min load average when runs ended: {min(loads):.1f} to {max(loads):.1f}")
     kinds = [planned_kind(step) for step in planned or []]
-    means = {k: np.mean([r["seconds"] for r in rows if _kind(r) == k]) for k in ("pilot", "test", "main", "probe")
-             if any(_kind(r) == k for r in rows)}
+    means = {k: np.mean([r["seconds"] for r, done in zip(rows, kinds_done) if done == k]) for k in set(kinds_done)}
     if kinds and all(k in means for k in kinds if k is not None):
         left = sum(means[k] for k in kinds if k is not None)
         open_grids = kinds.count(None)
@@ -653,12 +660,21 @@ def budget_lines(study: Study, planned: list[str] | None = None) -> list[str]:
     return lines
 
 
-def _kind(row: dict) -> str:
-    if row["command"] == "contrast":
-        return "probe"
-    if row["command"] == "eval":
-        return "test"
-    return "main" if row["run"].endswith("_test") else "pilot"
+def run_kinds(rows: list[dict]) -> list[str]:
+    """pilot / retrain / test / main / probe for each finished row of the study log. A pilot run's second
+    successful training is the retrain of its deleted checkpoint: the log names both alike."""
+    kinds, trained = [], set()
+    for row in rows:
+        if row["command"] == "contrast":
+            kinds.append("probe")
+        elif row["command"] == "eval":
+            kinds.append("test")
+        elif row["run"].endswith("_test"):
+            kinds.append("main")
+        else:
+            kinds.append("retrain" if row["run"] in trained else "pilot")
+            trained.add(row["run"])
+    return kinds
 
 
 def selection_lines(study: Study) -> list[str]:

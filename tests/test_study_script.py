@@ -198,25 +198,34 @@ def test_each_process_is_logged_and_the_budget_counts_the_elapsed_span(study, tm
     log = [{"run": "ce_lr0.0002_s0", "command": "train", "seconds": 1800.0, "exit": 0,
             "finished": "2026-12-02T01:30:00+00:00"},
            {"run": "ce_lr0.0002_s2_test", "command": "train", "seconds": 2700.0, "exit": 0,
-            "finished": "2026-12-02T02:15:00+00:00"}]
+            "finished": "2026-12-02T02:15:00+00:00"},
+           # The pilot's checkpoint trained again for a probe: same name, no scoring, not a pilot run.
+           {"run": "ce_lr0.0002_s0", "command": "train", "seconds": 900.0, "exit": 0,
+            "finished": "2026-12-02T02:30:00+00:00"}]
     (results / "study_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
-    assert study.budget_lines(s)[:3] == [
-        "Finished: 2 processes, 1.2 h of process wall time; 1.2 h from the first start to the last finish.",
+    assert study.budget_lines(s)[:4] == [
+        "Finished: 3 processes, 1.5 h of process wall time; 1.5 h from the first start to the last finish.",
         "- pilot runs (train + val scoring): 1, mean 1800 s (min 1800, max 1800)",
+        "- pilot checkpoints retrained for the probes and test scorings (train only): 1, mean 900 s (min 900, "
+        "max 900)",
         "- main runs (train + test scoring): 1, mean 2700 s (min 2700, max 2700)"]
-    # What is left, at the measured means: a pilot run (1800 s) and two main runs (2700 s each) = 2.0 h.
-    planned = ["perce_lr0.0002_s0", "ce_lr0.0002_s3_test", "dft_s4: train at the selected lr and score on test",
+    # What is left, at the measured means: a pilot run (1800 s), a retrain (900 s) and two main runs (2700 s
+    # each) = 2.25 h.
+    planned = ["perce_lr0.0002_s0", "perce_lr0.0002_s1 (retrain for its checkpoint)", "ce_lr0.0002_s3_test",
+               "dft_s4: train at the selected lr and score on test",
                "longce: grid extensions while the selected lr is the edge of the grid, then its pilot seeds' test runs"]
-    assert study.budget_lines(s, planned)[-1] == ("- still to run, at these means: 2.0 h of process time (1.0 h with "
+    assert study.budget_lines(s, planned)[-1] == ("- still to run, at these means: 2.2 h of process time (1.1 h with "
                                                   "two runners), plus 1 pilot(s) whose grid is not settled yet")
     # A pilot seed's test scoring has no measured mean here: no projection rather than a wrong one.
     assert "still to run" not in study.budget_lines(s, ["perce_lr0.0002_s1_test"])[-1]
-    assert [study.planned_kind(x) for x in planned + ["ce_lr0.0002_s0_probe"]] == ["pilot", "main", "main", None,
-                                                                                    "probe"]
-    assert study._kind({"run": "ce_lr0.0002_s0_probe", "command": "contrast"}) == "probe"
+    assert [study.planned_kind(x) for x in planned + ["ce_lr0.0002_s0_probe"]] == ["pilot", "retrain", "main",
+                                                                                    "main", None, "probe"]
+    assert study.run_kinds([{"run": "ce_lr0.0002_s0_probe", "command": "contrast"},
+                            {"run": "ce_lr0.0002_s0_test", "command": "eval"}, *log]) == [
+        "probe", "test", "pilot", "main", "retrain"]
 
 
-def test_main_phase_runners_take_disjoint_seeds_once_the_pilot_is_done(study, tmp_path: Path) -> None:
+def test_main_phase_runners_take_disjoint_seeds_once_the_pilot_is_done(study, tmp_path: Path, monkeypatch) -> None:
     results = tmp_path / "results"
     for arm in study.ARMS:
         if arm != "dft":
@@ -230,3 +239,12 @@ def test_main_phase_runners_take_disjoint_seeds_once_the_pilot_is_done(study, tm
     study.run_study(s, [6, 7], tmp_path / "study.md", phase="main")
     assert s.planned == ["ce_lr0.0002_s6_test", "perce_lr0.0002_s6_test", "ce_lr0.0002_s7_test",
                          "perce_lr0.0002_s7_test"]
+    # A resumed runner passes the seeds that are done: the report is rewritten only after a seed that ran.
+    reports: list[int] = []
+    # runpy's functions read their own globals, not the namespace the fixture returns.
+    monkeypatch.setitem(study.run_study.__globals__, "write_report", lambda st, out: reports.append(len(st.planned)))
+    s = study.Study(results, tmp_path / "work", False, [])
+    monkeypatch.setattr(s, "train_and_test", lambda arm, lr, seed: s.planned.append(f"{arm}_s{seed}")
+                        if seed == 7 else None)
+    study.run_study(s, [6, 7, 8], tmp_path / "study.md", phase="main")
+    assert reports == [2]
