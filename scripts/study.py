@@ -766,6 +766,12 @@ def probe_lines(study: Study) -> list[str]:
     return lines
 
 
+def paper_claims(rows: list[tuple[str, statistics.Delta]]) -> list[tuple[int, float]]:
+    """(row, x100 delta) of the paper's claim on each (baseline arm, delta) row against CE: a gain of 10% of CE's
+    mean over that row's seeds."""
+    return [(y, 0.1 * d.baseline * 100) for y, (base, d) in enumerate(rows) if base == "ce"]
+
+
 def plot(results: dict[tuple[str, str], tuple[list[int], dict[str, statistics.Delta]]], path: Path) -> bool:
     import matplotlib  # heavy and only needed for the picture
 
@@ -775,7 +781,7 @@ def plot(results: dict[tuple[str, str], tuple[list[int], dict[str, statistics.De
     shown = [(k, v[0], v[1][PRIMARY]) for k, v in results.items() if PRIMARY in v[1]]
     if not shown:
         return False
-    fig, ax = plt.subplots(figsize=(7, 0.5 * len(shown) + 1.2))
+    fig, ax = plt.subplots(figsize=(8, 0.5 * len(shown) + 1.5))
     for y, (_, _, d) in enumerate(shown):
         color = "tab:green" if d.significant and d.delta > 0 else ("tab:red" if d.significant else "tab:gray")
         ax.errorbar(d.delta * 100, y - 0.12, xerr=[[(d.delta - d.ci_low) * 100], [(d.ci_high - d.delta) * 100]],
@@ -783,10 +789,14 @@ def plot(results: dict[tuple[str, str], tuple[list[int], dict[str, statistics.De
         ax.errorbar(d.delta * 100, y + 0.12, xerr=[[(d.delta - d.t_low) * 100], [(d.t_high - d.delta) * 100]],
                     fmt="s", color=color, capsize=3, alpha=0.6, label="t-interval over seeds" if y == 0 else None)
     ax.axvline(0, color="black", lw=0.8)
+    claims = paper_claims([(base, d) for (base, _), _, d in shown])
+    if claims:
+        ax.scatter([x for _, x in claims], [y for y, _ in claims], marker="|", s=300, color="tab:blue",
+                   label="+10% of CE (the paper's claim)")
     ax.set_yticks(range(len(shown)), [f"{ARMS[o][0]} - {ARMS[b][0]} ({len(s)} seeds)" for (b, o), s, _ in shown])
     ax.invert_yaxis()
     ax.set_xlabel("METEOR delta x100, 95% intervals")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp")
     fig.savefig(tmp, format="png", dpi=120)

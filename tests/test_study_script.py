@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from test_report import OK, make_run
 
+from percli import statistics
 from percli.report.collect import collect, find_run_dirs
 from percli.report.select import select
 from percli.statistics import variance_components
@@ -161,6 +162,15 @@ def test_report_pools_the_paired_deltas_with_both_intervals(study, tmp_path: Pat
     assert "| untrained (CE's weights) | 0 | - |" in text
     assert "12 seeds: MDE 2.07 points (8.7% of CE)" in text and "10 seeds are the fewest that reach 2.39" in text
     assert (tmp_path / "study_deltas.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_picture_marks_the_papers_claim_on_rows_against_ce(study) -> None:
+    def delta(baseline: float) -> statistics.Delta:
+        return statistics.Delta(baseline=baseline, other=0.0, delta=0.0, rel_delta=None, ci_low=0.0, ci_high=0.0,
+                                rel_ci_low=None, rel_ci_high=None, p_value=1.0, n_examples=1, n_clusters=1)
+    # +10% of CE's 0.3982 is 3.982 METEOR points; the row against PerCE gets no mark.
+    assert study.paper_claims([("ce", delta(0.3982)), ("perce", delta(0.39)), ("ce", delta(0.25))]) == [
+        (0, pytest.approx(3.982)), (2, pytest.approx(2.5))]
 
 
 def test_report_gives_the_mde_reached_from_the_measured_variance_components(study, tmp_path: Path) -> None:
