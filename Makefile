@@ -51,7 +51,7 @@ demo: setup  ## offline demo: smollm2-135m, synthetic data, CE vs PerCE, table +
 demo-refresh: setup  ## rerun the demo and replace the committed reference results/table.* , loss_curves.png, contrast.html
 	$(PY) scripts/reproduce_table.py demo --results results
 
-study: setup  ## does PerCE beat CE? SmolLM2-135M, 144 unseen test users, 6 arms, 12/6 seeds, val-selected lr -> results/study.md (resumable; ~46 h of process time)
+study: setup  ## does PerCE beat CE? SmolLM2-135M, 144 unseen test users, 6 arms, 12/6 seeds, val-selected lr -> results/study.md (resumable; 20 h of process time measured, 2 cores)
 	$(PY) scripts/study.py
 
 bench: setup  ## PerCE vs CE step time / memory with CIs, generation speed-up -> results/bench.{json,md} (~10 min)
