@@ -904,7 +904,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.report_only:
         print(f"percli study: runs done in {time.monotonic() - start:.0f} s", flush=True)
-    write_report(study, report)
+    # run_study rewrites the report after every step that ran; only a runner that ran nothing still owes one.
+    if args.report_only or not study.planned:
+        write_report(study, report)
     return 0
 
 
